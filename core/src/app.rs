@@ -1,0 +1,331 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AppId, DeveloperId, GeoPoint, InstanceId, OperatorId, Resources, SiteId, ValidationError,
+    ZoneId, error::ensure,
+};
+
+/// What to run for an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Artefact {
+    /// A local process (edge-node agent).
+    #[serde(rename_all = "camelCase")]
+    Process {
+        /// Executable path or name.
+        command: String,
+        /// Arguments.
+        #[serde(default)]
+        args: Vec<String>,
+        /// Environment.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+    },
+    /// A container image (Kubernetes sites).
+    #[serde(rename_all = "camelCase")]
+    Container {
+        /// Image reference, e.g. `registry/arena:1.2`.
+        image: String,
+    },
+}
+
+/// Transport protocol of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A port the app listens on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Port {
+    /// Port name (e.g. `game`, `control`).
+    pub name: String,
+    /// Container or process port; 0 asks the agent to allocate one.
+    pub port: u16,
+    /// Protocol.
+    pub protocol: Protocol,
+}
+
+/// Where users of an app are expected, and how many at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DemandArea {
+    /// Name for explanations.
+    pub name: String,
+    /// Centre of the area.
+    pub center: GeoPoint,
+    /// Radius in metres.
+    pub radius_m: f64,
+    /// Expected concurrent sessions.
+    pub expected_sessions: u32,
+}
+
+/// Quality-of-service needs of an app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppQos {
+    /// Round-trip latency budget, UE to instance, in milliseconds.
+    pub latency_budget_ms: u32,
+    /// Optional 5G QoS identifier (3GPP TS 23.501 table 5.7.4-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub five_qi: Option<u8>,
+    /// Most sessions one instance holds.
+    pub max_sessions_per_instance: u32,
+    /// Where demand comes from.
+    #[serde(default)]
+    pub demand_areas: Vec<DemandArea>,
+}
+
+/// An app onboarded by a developer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct App {
+    /// App id.
+    pub id: AppId,
+    /// Owning developer (tenant).
+    pub developer: DeveloperId,
+    /// Human name.
+    pub name: String,
+    /// Version string.
+    pub version: String,
+    /// What to run.
+    pub artefact: Artefact,
+    /// Ports.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    /// Resources per instance.
+    pub resources: Resources,
+    /// QoS.
+    pub qos: AppQos,
+    /// Whether sessions carry state that must move on relocation.
+    #[serde(default)]
+    pub stateful: bool,
+}
+
+impl App {
+    /// Checks the invariants serde cannot.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        ensure(
+            !self.name.trim().is_empty() && self.name.len() <= 128,
+            "name",
+            "must have 1 to 128 characters",
+        )?;
+        ensure(
+            !self.version.trim().is_empty() && self.version.len() <= 64,
+            "version",
+            "must have 1 to 64 characters",
+        )?;
+        match &self.artefact {
+            Artefact::Process { command, .. } => ensure(
+                !command.trim().is_empty(),
+                "artefact.command",
+                "must not be empty",
+            )?,
+            Artefact::Container { image } => ensure(
+                !image.trim().is_empty(),
+                "artefact.image",
+                "must not be empty",
+            )?,
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for p in &self.ports {
+            ensure(!p.name.is_empty(), "ports.name", "must not be empty")?;
+            ensure(
+                names.insert(&p.name),
+                "ports.name",
+                "port names must be unique",
+            )?;
+        }
+        let q = &self.qos;
+        ensure(
+            (1..=10_000).contains(&q.latency_budget_ms),
+            "qos.latencyBudgetMs",
+            "must be between 1 and 10000",
+        )?;
+        if let Some(f) = q.five_qi {
+            ensure(
+                (1..=255).contains(&f),
+                "qos.fiveQi",
+                "must be between 1 and 255",
+            )?;
+        }
+        ensure(
+            q.max_sessions_per_instance >= 1,
+            "qos.maxSessionsPerInstance",
+            "must be at least 1",
+        )?;
+        for a in &q.demand_areas {
+            ensure(
+                a.radius_m.is_finite() && a.radius_m > 0.0 && a.radius_m <= 1_000_000.0,
+                "qos.demandAreas.radiusM",
+                "must be between 0 (exclusive) and 1000000 metres",
+            )?;
+            ensure(
+                !a.name.is_empty(),
+                "qos.demandAreas.name",
+                "must not be empty",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Where an app may run. The scheduler issue extends this with affinity groups, spread,
+/// replica division, tolerations and failover; for now it bounds operators, zones and counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlacementPolicy {
+    /// Operators allowed; empty means any.
+    #[serde(default)]
+    pub operators: Vec<OperatorId>,
+    /// Zones allowed; empty means any.
+    #[serde(default)]
+    pub zones: Vec<ZoneId>,
+    /// Fewest instances overall.
+    #[serde(default)]
+    pub min_replicas: u32,
+    /// Most instances overall; `None` means no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<u32>,
+}
+
+impl PlacementPolicy {
+    /// Checks bounds.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(max) = self.max_replicas {
+            ensure(
+                max >= self.min_replicas,
+                "maxReplicas",
+                "must not be below minReplicas",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The scheduler's decision for one app on one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// App placed.
+    pub app: AppId,
+    /// Site chosen.
+    pub site: SiteId,
+    /// Instances on that site.
+    pub replicas: u32,
+}
+
+/// Lifecycle of an instance as its site reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstanceState {
+    /// Placed, not started yet.
+    #[default]
+    Pending,
+    /// Process or pod started, not ready.
+    Starting,
+    /// Passing readiness.
+    Ready,
+    /// Exited or failing; being restarted.
+    Failed,
+    /// Stopping or stopped.
+    Terminating,
+}
+
+/// A running (or about to run) instance of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Instance {
+    /// Instance id.
+    pub id: InstanceId,
+    /// App.
+    pub app: AppId,
+    /// Site.
+    pub site: SiteId,
+    /// State.
+    #[serde(default)]
+    pub state: InstanceState,
+    /// `host:port` UEs reach it on, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        App {
+            id: AppId::new("arena").unwrap(),
+            developer: DeveloperId::new("studio-1").unwrap(),
+            name: "Arena".into(),
+            version: "1.0".into(),
+            artefact: Artefact::Process {
+                command: "arena".into(),
+                args: vec!["--tick".into(), "60".into()],
+                env: BTreeMap::new(),
+            },
+            ports: vec![Port {
+                name: "game".into(),
+                port: 0,
+                protocol: Protocol::Udp,
+            }],
+            resources: Resources::parse("cpu=500m,memory=256Mi,sessions=50").unwrap(),
+            qos: AppQos {
+                latency_budget_ms: 20,
+                five_qi: Some(80),
+                max_sessions_per_instance: 50,
+                demand_areas: vec![DemandArea {
+                    name: "cbd".into(),
+                    center: GeoPoint::new(-37.81, 144.96).unwrap(),
+                    radius_m: 1500.0,
+                    expected_sessions: 400,
+                }],
+            },
+            stateful: true,
+        }
+    }
+
+    #[test]
+    fn valid_app_round_trips_in_camel_case() {
+        let a = app();
+        a.validate().unwrap();
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["qos"]["latencyBudgetMs"], 20);
+        assert_eq!(json["artefact"]["kind"], "process");
+        assert_eq!(json["ports"][0]["protocol"], "UDP");
+        assert_eq!(serde_json::from_value::<App>(json).unwrap(), a);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut a = app();
+        a.qos.latency_budget_ms = 0;
+        assert_eq!(a.validate().unwrap_err().field, "qos.latencyBudgetMs");
+        let mut a = app();
+        a.qos.demand_areas[0].radius_m = -1.0;
+        assert_eq!(a.validate().unwrap_err().field, "qos.demandAreas.radiusM");
+        let mut a = app();
+        a.ports.push(a.ports[0].clone());
+        assert_eq!(a.validate().unwrap_err().field, "ports.name");
+        let mut a = app();
+        a.artefact = Artefact::Container { image: "".into() };
+        assert_eq!(a.validate().unwrap_err().field, "artefact.image");
+    }
+
+    #[test]
+    fn policy_bounds() {
+        let p = PlacementPolicy {
+            min_replicas: 3,
+            max_replicas: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(p.validate().unwrap_err().field, "maxReplicas");
+    }
+}

@@ -1,0 +1,29 @@
+//! Domain types of mecfed: typed ids, resources, geography, sites, apps, placement policies,
+//! placements, instances, UEs and sessions.
+//!
+//! Architecture Invariant: this crate does no IO. It knows nothing of tokio, the store, HTTP,
+//! gRPC, Kubernetes or etcd. Constructors validate their input and return a typed
+//! [`ValidationError`]; a value of these types that exists is a valid one.
+//!
+//! Serde names are camelCase to match the ETSI MEC and CAMARA JSON contracts.
+
+mod app;
+mod error;
+mod geo_point;
+mod ids;
+mod resources;
+mod site;
+mod ue;
+
+pub use app::{
+    App, AppQos, Artefact, DemandArea, Instance, InstanceState, Placement, PlacementPolicy, Port,
+    Protocol,
+};
+pub use error::ValidationError;
+pub use geo_point::GeoPoint;
+pub use ids::{
+    AppId, DeveloperId, InstanceId, MAX_ID_LEN, NodeId, OperatorId, SessionId, SiteId, UeId, ZoneId,
+};
+pub use resources::Resources;
+pub use site::{AccessKind, Site, SiteStatus, Taint, TaintEffect};
+pub use ue::{Session, Ue, UeIdentity};

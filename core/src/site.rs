@@ -1,0 +1,193 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{GeoPoint, OperatorId, Resources, SiteId, ValidationError, ZoneId, error::ensure};
+
+/// How UEs reach a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AccessKind {
+    /// 5G NR radio.
+    Nr5g,
+    /// 4G LTE radio.
+    Lte,
+    /// Wi-Fi hot spot.
+    Wifi,
+    /// Fixed line (metro data centre reached over the transport network).
+    Fixed,
+}
+
+/// What a taint does to instances that do not tolerate it (Kubernetes semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaintEffect {
+    /// No new instances are placed here.
+    NoSchedule,
+    /// Existing instances are evicted too.
+    NoExecute,
+}
+
+/// A site taint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Taint {
+    /// Taint key.
+    pub key: String,
+    /// Optional value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Effect on non-tolerating instances.
+    pub effect: TaintEffect,
+}
+
+/// Whether a site can take work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SiteStatus {
+    /// The site's agent holds a live lease.
+    Ready,
+    /// The lease expired or the site never joined.
+    #[default]
+    NotReady,
+}
+
+/// An edge site of one operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Site {
+    /// Unique site id.
+    pub id: SiteId,
+    /// Operator that runs the site.
+    pub operator: OperatorId,
+    /// Region (e.g. a metro area).
+    pub region: String,
+    /// Edge cloud zone the site belongs to.
+    pub zone: ZoneId,
+    /// Where it is.
+    pub location: GeoPoint,
+    /// How UEs reach it.
+    #[serde(default)]
+    pub access_kinds: Vec<AccessKind>,
+    /// Cell and Wi-Fi AP ids it serves directly.
+    #[serde(default)]
+    pub access_points: Vec<String>,
+    /// Total capacity.
+    pub capacity: Resources,
+    /// Capacity in use.
+    #[serde(default)]
+    pub usage: Resources,
+    /// Labels for selectors.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Taints.
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+    /// Readiness.
+    #[serde(default)]
+    pub status: SiteStatus,
+}
+
+impl Site {
+    /// A validated site with no access points, labels, taints or usage, not ready.
+    pub fn new(
+        id: SiteId,
+        operator: OperatorId,
+        region: impl Into<String>,
+        zone: ZoneId,
+        location: GeoPoint,
+        capacity: Resources,
+    ) -> Result<Self, ValidationError> {
+        let site = Self {
+            id,
+            operator,
+            region: region.into(),
+            zone,
+            location,
+            access_kinds: Vec::new(),
+            access_points: Vec::new(),
+            capacity,
+            usage: Resources::ZERO,
+            labels: BTreeMap::new(),
+            taints: Vec::new(),
+            status: SiteStatus::NotReady,
+        };
+        site.validate()?;
+        Ok(site)
+    }
+
+    /// Checks the invariants serde cannot: a region, bounded labels, usage within capacity.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        ensure(
+            !self.region.trim().is_empty(),
+            "region",
+            "must not be empty",
+        )?;
+        ensure(self.region.len() <= 128, "region", "at most 128 characters")?;
+        for k in self.labels.keys() {
+            ensure(
+                !k.is_empty() && k.len() <= 63,
+                "labels",
+                "label keys must have 1 to 63 characters",
+            )?;
+        }
+        for ap in &self.access_points {
+            ensure(
+                !ap.is_empty() && ap.len() <= 64,
+                "accessPoints",
+                "access point ids must have 1 to 64 characters",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Capacity not in use.
+    pub fn available(&self) -> Resources {
+        self.capacity.saturating_sub(&self.usage)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_camel_case_and_round_trips() {
+        let site = Site::new(
+            SiteId::new("s1").unwrap(),
+            OperatorId::new("op-a").unwrap(),
+            "cork",
+            ZoneId::new("z1").unwrap(),
+            GeoPoint::new(51.9, -8.47).unwrap(),
+            Resources::parse("cpu=8,memory=16Gi,sessions=500").unwrap(),
+        )
+        .unwrap();
+        let json = serde_json::to_value(&site).unwrap();
+        assert_eq!(json["capacity"]["cpuMillicores"], 8000);
+        assert_eq!(json["status"], "NotReady");
+        assert_eq!(json["location"]["latitude"], 51.9);
+        let back: Site = serde_json::from_value(json).unwrap();
+        assert_eq!(back, site);
+    }
+
+    #[test]
+    fn rejects_empty_region_and_unknown_fields() {
+        let mut site = Site::new(
+            SiteId::new("s1").unwrap(),
+            OperatorId::new("op").unwrap(),
+            "r",
+            ZoneId::new("z").unwrap(),
+            GeoPoint::new(0.0, 0.0).unwrap(),
+            Resources::ZERO,
+        )
+        .unwrap();
+        site.region = " ".into();
+        assert_eq!(site.validate().unwrap_err().field, "region");
+        let mut json = serde_json::to_value(&site).unwrap();
+        json["colour"] = "red".into();
+        assert!(
+            serde_json::from_value::<Site>(json)
+                .unwrap_err()
+                .to_string()
+                .contains("colour")
+        );
+    }
+}

@@ -1,0 +1,113 @@
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AppId, InstanceId, SessionId, UeId, ValidationError, error::ensure};
+
+/// How the network identifies a UE (CAMARA `Device`): at least one of these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UeIdentity {
+    /// Public IPv4 address as seen by the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv4_address: Option<Ipv4Addr>,
+    /// E.164 number with a leading `+`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    /// Network access identifier, `user@realm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_access_identifier: Option<String>,
+}
+
+impl UeIdentity {
+    /// Checks that one identifier is present and each is well formed.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        ensure(
+            self.ipv4_address.is_some()
+                || self.phone_number.is_some()
+                || self.network_access_identifier.is_some(),
+            "device",
+            "needs at least one of ipv4Address, phoneNumber, networkAccessIdentifier",
+        )?;
+        if let Some(p) = &self.phone_number {
+            // CAMARA: ^\+[1-9][0-9]{4,14}$
+            let digits = p.strip_prefix('+').unwrap_or("");
+            ensure(
+                (5..=15).contains(&digits.len())
+                    && digits.bytes().all(|b| b.is_ascii_digit())
+                    && !digits.starts_with('0'),
+                "phoneNumber",
+                "must be E.164: '+' then 5 to 15 digits, not starting with 0",
+            )?;
+        }
+        if let Some(nai) = &self.network_access_identifier {
+            let ok = nai
+                .split_once('@')
+                .is_some_and(|(u, r)| !u.is_empty() && !r.is_empty() && !r.contains('@'));
+            ensure(ok, "networkAccessIdentifier", "must be user@realm")?;
+        }
+        Ok(())
+    }
+}
+
+/// A UE known to the platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ue {
+    /// Platform id.
+    pub id: UeId,
+    /// Network identities.
+    pub identity: UeIdentity,
+}
+
+impl Ue {
+    /// A validated UE.
+    pub fn new(id: UeId, identity: UeIdentity) -> Result<Self, ValidationError> {
+        identity.validate()?;
+        Ok(Self { id, identity })
+    }
+}
+
+/// A UE's session with one instance of an app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Session {
+    /// Session id.
+    pub id: SessionId,
+    /// The player.
+    pub ue: UeId,
+    /// The app.
+    pub app: AppId,
+    /// Instance currently serving it.
+    pub instance: InstanceId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_needs_one_well_formed_id() {
+        assert_eq!(
+            UeIdentity::default().validate().unwrap_err().field,
+            "device"
+        );
+        let ok = UeIdentity {
+            phone_number: Some("+353871234567".into()),
+            ..Default::default()
+        };
+        ok.validate().unwrap();
+        let bad = UeIdentity {
+            phone_number: Some("0871234567".into()),
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "phoneNumber");
+        let bad = UeIdentity {
+            network_access_identifier: Some("nobody".into()),
+            ..Default::default()
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "networkAccessIdentifier");
+        let json: UeIdentity = serde_json::from_str(r#"{"ipv4Address":"203.0.113.7"}"#).unwrap();
+        json.validate().unwrap();
+    }
+}

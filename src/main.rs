@@ -1,0 +1,2 @@
+//! The mecfed binary (commands arrive with `mecfed up`).
+fn main() {}

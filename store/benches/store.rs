@@ -1,0 +1,2 @@
+//! Store benchmark (filled in with the benchmark).
+fn main() {}
