@@ -1,1 +1,151 @@
-//! Placeholder until its issue lands.
+//! mecfed's HTTP surface: the REST router ([`router`]) and the admin router
+//! ([`admin_router`]: `/live`, `/ready`, `/metrics`), built by functions so that tests drive
+//! them with `oneshot` and only end-to-end tests bind ports.
+//!
+//! Architecture Invariant: this is the only crate that knows about axum (and, later, tonic).
+//! Errors leave it as RFC 7807 `ProblemDetails` (`application/problem+json`).
+
+mod admin;
+mod metrics;
+mod problem;
+
+use axum::{Json, Router, middleware, routing::get};
+use serde::Serialize;
+
+pub use admin::{AdminState, admin_router};
+pub use metrics::HttpMetrics;
+pub use problem::ProblemDetails;
+
+/// What the REST router needs.
+#[derive(Clone)]
+pub struct ApiState {
+    /// HTTP request metrics.
+    pub http_metrics: HttpMetrics,
+}
+
+/// The build's identity, `GET /mecfed/v1/version`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// Crate version.
+    pub version: &'static str,
+    /// API version prefix.
+    pub api_version: &'static str,
+}
+
+/// The version this build reports.
+pub const VERSION: VersionInfo = VersionInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    api_version: "v1",
+};
+
+async fn version() -> Json<VersionInfo> {
+    Json(VERSION)
+}
+
+async fn not_found() -> ProblemDetails {
+    ProblemDetails::not_found("no such resource")
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The REST router served on the API listener.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/mecfed/v1/version", get(version))
+        .fallback(not_found)
+        .method_not_allowed_fallback(|| async {
+            ProblemDetails::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this resource",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            state.http_metrics.clone(),
+            metrics::track,
+        ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::{body::Body, http::Request};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    fn app() -> (Router, prometheus::Registry) {
+        let registry = prometheus::Registry::new();
+        let http_metrics = HttpMetrics::register(&registry, "api").unwrap();
+        (router(ApiState { http_metrics }), registry)
+    }
+
+    async fn call(app: Router, method: &str, uri: &str) -> (u16, String, String) {
+        let resp = app
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        (status, ct, body)
+    }
+
+    #[tokio::test]
+    async fn version_answers() {
+        let (app, _) = app();
+        let (status, ct, body) = call(app, "GET", "/mecfed/v1/version").await;
+        assert_eq!(status, 200);
+        assert_eq!(ct, "application/json");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert_eq!(v["apiVersion"], "v1");
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_are_problem_details() {
+        let (app, registry) = app();
+        let (status, ct, body) = call(app.clone(), "GET", "/nope").await;
+        assert_eq!(status, 404);
+        assert_eq!(ct, "application/problem+json");
+        let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(p["status"], 404);
+        assert_eq!(p["title"], "Not Found");
+        let (status, ct, _) = call(app, "DELETE", "/mecfed/v1/version").await;
+        assert_eq!(status, 405);
+        assert_eq!(ct, "application/problem+json");
+        // Unmatched routes are counted under a bounded label, not the raw path.
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        assert!(text.contains(r#"route="unmatched""#), "{text}");
+        assert!(!text.contains("/nope"));
+    }
+}

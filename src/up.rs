@@ -1,0 +1,91 @@
+//! `mecfed up`: one operator platform.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use mecfed_api::{AdminState, ApiState, HttpMetrics, admin_router, router, serve};
+use mecfed_store::{AnyStore, Metered, StoreMetrics};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::UpConfig;
+
+/// How long in-flight requests get after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let build_info = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new("mecfed_build_info", "Build of this process"),
+        &["version"],
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    registry.register(Box::new(build_info))?;
+
+    let store = AnyStore::open(&config.store)
+        .await
+        .with_context(|| format!("opening store {}", config.store))?;
+    let store = Metered::new(store, StoreMetrics::register(&registry)?);
+
+    let api = router(ApiState {
+        http_metrics: HttpMetrics::register(&registry, "api")?,
+    });
+    let admin = admin_router(AdminState {
+        store: store.clone(),
+        registry: registry.clone(),
+    });
+    let api_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the REST listener on {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", config.admin_listen))?;
+    tracing::info!(
+        api = %api_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        store = %config.store,
+        "mecfed up"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
+    let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx)));
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let (a, b) = tokio::join!(api_task, admin_task);
+        a??;
+        b??;
+        anyhow::Ok(())
+    })
+    .await;
+    match drained {
+        Ok(res) => res?,
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still running after the grace period")
+        }
+    }
+    drop(store);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}
