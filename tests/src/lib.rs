@@ -1,1 +1,135 @@
-//! Placeholder until its issue lands.
+//! Helpers for mecfed's end-to-end tests: the `mecfed` binary, processes that die with the
+//! test, free loopback ports and bounded waits on HTTP endpoints.
+//!
+//! Waits are bounded so a broken build fails instead of hanging; they are never assertions
+//! about speed.
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+/// The `mecfed` binary of this workspace, built (once per test process) by `cargo build` so
+/// that it is never stale.
+pub fn mecfed_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "mecfed", "--bin", "mecfed"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build of mecfed failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug").join("mecfed");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// A free TCP port on 127.0.0.1 (released before return; fine for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// A child process that is SIGKILLed when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    name: String,
+}
+
+impl Proc {
+    /// Spawns `cmd`, logging its stderr to the test's stderr.
+    pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("spawning {name}"))?;
+        Ok(Self {
+            child: Some(child),
+            name: name.to_string(),
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        Ok(())
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().context("already reaped")?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {limit:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// GET `url`; returns status and body.
+pub async fn get(url: &str) -> Result<(u16, String)> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await?))
+}
+
+/// Polls `url` until it answers `status`, for at most `limit`.
+pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Result<String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::from("no answer");
+    loop {
+        match get(url).await {
+            Ok((s, body)) if s == status => return Ok(body),
+            Ok((s, body)) => last = format!("{s}: {body}"),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not answer {status} within {limit:?}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
