@@ -120,13 +120,12 @@ pub async fn get(url: &str) -> Result<(u16, String)> {
 /// Polls `url` until it answers `status`, for at most `limit`.
 pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Result<String> {
     let deadline = Instant::now() + limit;
-    let mut last = String::from("no answer");
     loop {
-        match get(url).await {
+        let last = match get(url).await {
             Ok((s, body)) if s == status => return Ok(body),
-            Ok((s, body)) => last = format!("{s}: {body}"),
-            Err(e) => last = format!("{e:#}"),
-        }
+            Ok((s, body)) => format!("{s}: {body}"),
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() > deadline {
             bail!("{url} did not answer {status} within {limit:?}; last: {last}");
         }
