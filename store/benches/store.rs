@@ -7,6 +7,8 @@
 //!
 //! `MECFED_BENCH_SECS` sets the seconds per write phase (default 3).
 
+#![allow(clippy::print_stdout)] // a bench binary prints its table
+
 use std::{
     sync::{
         Arc,

@@ -1,11 +1,21 @@
-//! The embedded backend: redb on local disk.
+//! The embedded backend: redb on local disk behind a write-ahead log.
 //!
 //! All writes go through one committer thread. It drains every request waiting in its queue
-//! into a single redb write transaction and commits it with `Durability::Immediate` (fsync),
-//! so concurrent writers share one fsync (group commit) and nothing is acknowledged before it
-//! is on disk. Each mutating request gets its own revision; the events of each revision are
-//! appended to a log table that watches replay from. Reads use redb's MVCC read
-//! transactions directly from the caller's thread.
+//! into one group, applies the group in a redb write transaction, appends the group's requests
+//! to the write-ahead log and fdatasyncs it, and only then commits the redb transaction and
+//! acknowledges. Concurrent writers therefore share one small sequential fsync (group commit),
+//! nothing is acknowledged before it is durable, and readers never see a write that is not.
+//!
+//! The redb commits in between are non-durable (`Durability::None`): redb's copy-on-write
+//! B-tree would otherwise fsync every page a group touched. Every `checkpoint_interval` (or
+//! `checkpoint_bytes` of log) a group commits with `Durability::Immediate` and the log is
+//! emptied. Opening the store replays the log records newer than the last checkpoint; replay
+//! is deterministic because lease expiries and automatic compactions are logged as explicit
+//! operations.
+//!
+//! Each mutating request gets its own revision; the events of each revision are appended to a
+//! log table that watches replay from. Reads use redb's MVCC read transactions directly from
+//! the caller's thread.
 //!
 //! Leases are durable (id and TTL); their deadlines are kept in memory and restart at the full
 //! TTL when the store is reopened, as etcd does on a leader change.
@@ -16,7 +26,7 @@ use std::{
     path::PathBuf,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc as std_mpsc,
     },
     thread,
@@ -33,7 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Event, EventKind, KeyValue, LeaseId, Page, Result, Revision, Store, StoreError, Txn, TxnOp,
-    TxnOpResult, TxnResponse, Watcher, prefix_end,
+    TxnOpResult, TxnResponse, Watcher, prefix_end, wal::Wal,
 };
 
 const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("kv");
@@ -45,6 +55,7 @@ const LEASE_KEYS: MultimapTableDefinition<i64, &[u8]> = MultimapTableDefinition:
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
 const META_LEASE_SEQ: &str = "lease_seq";
+const META_WAL_SEQ: &str = "wal_seq";
 
 /// Events buffered per watcher before it falls back to replaying from the log.
 const WATCH_LIVE_BUFFER: usize = 1024;
@@ -62,16 +73,28 @@ pub struct EmbeddedConfig {
     pub history_revisions: u64,
     /// Most requests committed in one group.
     pub max_batch: usize,
+    /// Longest time between durable redb checkpoints (the write-ahead log covers the rest).
+    pub checkpoint_interval: Duration,
+    /// Write-ahead log size that forces a checkpoint.
+    pub checkpoint_bytes: u64,
 }
 
 impl EmbeddedConfig {
-    /// Defaults for a database at `path`: 100,000 revisions of history, batches of up to 1,024.
+    /// Defaults for a database at `path`: 100,000 revisions of history, groups of up to
+    /// 1,024 requests, a checkpoint every second or 64 MiB of log.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
             history_revisions: 100_000,
             max_batch: 1024,
+            checkpoint_interval: Duration::from_secs(1),
+            checkpoint_bytes: 64 << 20,
         }
+    }
+
+    /// The write-ahead log beside the database file (`<name>.wal`).
+    pub fn wal_path(&self) -> PathBuf {
+        self.path.with_extension("wal")
     }
 }
 
@@ -100,6 +123,8 @@ struct Shared {
     hub: Mutex<Hub>,
     leases: Mutex<HashMap<LeaseId, LiveLease>>,
     closed: AtomicBool,
+    /// Last compacted revision (mirrors the meta table, for the committer).
+    compacted: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,11 +142,47 @@ struct Hub {
     subs: Vec<mpsc::Sender<LiveBatch>>,
 }
 
-enum Request {
-    Txn(Txn, oneshot::Sender<Result<TxnResponse>>),
-    LeaseGrant(u64, oneshot::Sender<Result<LeaseId>>),
-    LeaseRevoke(LeaseId, Option<oneshot::Sender<Result<()>>>),
-    Compact(Revision, oneshot::Sender<Result<()>>),
+/// A write operation as the committer applies it and the write-ahead log records it.
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Txn(Txn),
+    LeaseGrant(u64),
+    LeaseRevoke(LeaseId),
+    Compact(Revision),
+}
+
+/// Where an operation's outcome goes.
+enum ReplyTx {
+    Txn(oneshot::Sender<Result<TxnResponse>>),
+    Lease(oneshot::Sender<Result<LeaseId>>),
+    Unit(oneshot::Sender<Result<()>>),
+    /// Internal operations (lease expiry, automatic compaction).
+    None,
+}
+
+/// What applying an operation produced.
+enum Outcome {
+    Txn(Result<TxnResponse>),
+    Lease(Result<LeaseId>),
+    Unit(Result<()>),
+}
+
+struct Request {
+    op: Op,
+    reply: ReplyTx,
+}
+
+/// A write-ahead log record: one group.
+#[derive(Serialize)]
+struct WalRecordRef<'a> {
+    seq: u64,
+    ops: &'a [Op],
+}
+
+#[derive(Deserialize)]
+struct WalRecord {
+    seq: u64,
+    ops: Vec<Op>,
 }
 
 /// A key's stored form (the key itself is the table key).
@@ -168,32 +229,17 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(Box::new(e)))?;
         }
         let db = Database::create(&config.path)?;
-        let (revision, leases) = {
-            let wtx = db.begin_write()?;
-            let revision;
-            let mut leases = HashMap::new();
-            {
-                wtx.open_table(KV)?;
-                wtx.open_table(LOG)?;
-                wtx.open_multimap_table(LEASE_KEYS)?;
-                let meta = wtx.open_table(META)?;
-                revision = meta.get(META_REVISION)?.map_or(0, |g| g.value());
-                let now = Instant::now();
-                for row in wtx.open_table(LEASES)?.iter()? {
-                    let (id, ttl) = row?;
-                    let ttl = Duration::from_secs(ttl.value());
-                    leases.insert(
-                        id.value(),
-                        LiveLease {
-                            ttl,
-                            deadline: now + ttl,
-                        },
-                    );
-                }
-            }
-            wtx.commit()?;
-            (revision, leases)
-        };
+        let (mut wal, records) =
+            Wal::open(&config.wal_path()).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let (revision, wal_seq) = recover(&db, records)?;
+        // Everything in the log is now in a durable checkpoint.
+        wal.reset().map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let leases = load_leases(&db)?;
+        let compacted = db
+            .begin_read()?
+            .open_table(META)?
+            .get(META_COMPACTED)?
+            .map_or(0, |g| g.value());
         let shared = Arc::new(Shared {
             db,
             hub: Mutex::new(Hub {
@@ -202,12 +248,16 @@ impl EmbeddedStore {
             }),
             leases: Mutex::new(leases),
             closed: AtomicBool::new(false),
+            compacted: AtomicU64::new(compacted),
         });
         let (tx, rx) = std_mpsc::channel();
         let committer = Committer {
             shared: shared.clone(),
             rx,
             revision,
+            wal,
+            wal_seq,
+            last_checkpoint: Instant::now(),
             config,
         };
         let join = thread::Builder::new()
@@ -228,19 +278,19 @@ impl EmbeddedStore {
         Self::open(EmbeddedConfig::new(path))
     }
 
-    fn send<T>(
+    async fn call<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request,
-    ) -> oneshot::Receiver<Result<T>> {
+        op: Op,
+        reply: impl FnOnce(oneshot::Sender<Result<T>>) -> ReplyTx,
+    ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         // A send error means the committer is gone; the dropped reply sender makes `rx`
-        // resolve to an error, reported as Closed below.
-        let _ = self.handle.tx.send(make(tx));
-        rx
-    }
-
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> Request) -> Result<T> {
-        self.send(make).await.map_err(|_| StoreError::Closed)?
+        // resolve to an error, reported as Closed.
+        let _ = self.handle.tx.send(Request {
+            op,
+            reply: reply(tx),
+        });
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     fn read_revision(&self) -> Result<Revision> {
@@ -319,7 +369,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
-        self.call(|reply| Request::Txn(txn, reply)).await
+        self.call(Op::Txn(txn), ReplyTx::Txn).await
     }
 
     async fn watch(&self, prefix: &[u8], from: Revision) -> Result<Watcher> {
@@ -343,7 +393,7 @@ impl Store for EmbeddedStore {
                 "lease TTL must be at least one second",
             ));
         }
-        self.call(|reply| Request::LeaseGrant(secs, reply)).await
+        self.call(Op::LeaseGrant(secs), ReplyTx::Lease).await
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
@@ -356,8 +406,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.call(|reply| Request::LeaseRevoke(lease, Some(reply)))
-            .await
+        self.call(Op::LeaseRevoke(lease), ReplyTx::Unit).await
     }
 
     async fn current_revision(&self) -> Result<Revision> {
@@ -365,7 +414,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
-        self.call(|reply| Request::Compact(revision, reply)).await
+        self.call(Op::Compact(revision), ReplyTx::Unit).await
     }
 }
 
@@ -455,66 +504,141 @@ fn read_log(db: &Database, from: Revision, to: Revision) -> Result<Vec<(Revision
     Ok(out)
 }
 
+// === recovery ===
+
+/// Ensures the tables exist and replays the log records newer than the last checkpoint, as
+/// one durable commit. Returns the revision and log sequence number the store continues from.
+fn recover(db: &Database, records: Vec<Vec<u8>>) -> Result<(Revision, u64)> {
+    let wtx = db.begin_write()?;
+    let (revision, wal_seq);
+    {
+        let mut w = Writer::open(&wtx, 0)?;
+        w.revision = w.meta.get(META_REVISION)?.map_or(0, |g| g.value());
+        let checkpointed = w.meta.get(META_WAL_SEQ)?.map_or(0, |g| g.value());
+        let mut next = checkpointed + 1;
+        let mut replayed = 0usize;
+        for bytes in records {
+            let Ok(rec) = postcard::from_bytes::<WalRecord>(&bytes) else {
+                tracing::warn!("undecodable write-ahead log record; replay stops there");
+                break;
+            };
+            if rec.seq < next {
+                continue; // already in the checkpoint
+            }
+            if rec.seq != next {
+                break; // stale bytes from before a reset
+            }
+            let mut ignored = Vec::new();
+            for op in &rec.ops {
+                w.apply(op, &mut ignored)?;
+            }
+            next += 1;
+            replayed += 1;
+        }
+        wal_seq = next - 1;
+        w.meta.insert(META_WAL_SEQ, wal_seq)?;
+        w.finish()?;
+        revision = w.revision;
+        if replayed > 0 {
+            tracing::info!(replayed, revision, "replayed the write-ahead log");
+        }
+    }
+    wtx.commit()?;
+    Ok((revision, wal_seq))
+}
+
+fn load_leases(db: &Database) -> Result<HashMap<LeaseId, LiveLease>> {
+    let rtx = db.begin_read()?;
+    let now = Instant::now();
+    let mut leases = HashMap::new();
+    for row in rtx.open_table(LEASES)?.iter()? {
+        let (id, ttl) = row?;
+        let ttl = Duration::from_secs(ttl.value());
+        leases.insert(
+            id.value(),
+            LiveLease {
+                ttl,
+                deadline: now + ttl,
+            },
+        );
+    }
+    Ok(leases)
+}
+
 // === committer ===
 
 struct Committer {
     shared: Arc<Shared>,
     rx: std_mpsc::Receiver<Request>,
     revision: Revision,
+    wal: Wal,
+    /// Sequence number of the last group in the log.
+    wal_seq: u64,
+    last_checkpoint: Instant,
     config: EmbeddedConfig,
 }
 
-/// A reply to send once the batch is durable.
-enum Reply {
-    Txn(oneshot::Sender<Result<TxnResponse>>, Result<TxnResponse>),
-    Grant(oneshot::Sender<Result<LeaseId>>, Result<LeaseId>, Duration),
-    Revoke(Option<oneshot::Sender<Result<()>>>, Result<()>, LeaseId),
-    Unit(oneshot::Sender<Result<()>>, Result<()>),
-}
-
-impl Reply {
-    fn fail(self, e: &StoreError) {
-        let err = || StoreError::Backend(e.to_string().into());
-        match self {
-            Reply::Txn(tx, _) => drop(tx.send(Err(err()))),
-            Reply::Grant(tx, _, _) => drop(tx.send(Err(err()))),
-            Reply::Revoke(tx, _, _) => {
-                if let Some(tx) = tx {
-                    let _ = tx.send(Err(err()));
-                }
-            }
-            Reply::Unit(tx, _) => drop(tx.send(Err(err()))),
-        }
-    }
+/// Why a group failed.
+enum GroupError {
+    /// Nothing of the group took effect.
+    Aborted(StoreError),
+    /// The log may hold the group but redb did not commit it: memory is behind the disk, so
+    /// the store stops; reopening replays the log.
+    Poisoned(StoreError),
 }
 
 impl Committer {
     fn run(mut self) {
         loop {
-            let timeout = self.next_lease_wakeup();
+            let timeout = self.next_wakeup();
             let first = match self.rx.recv_timeout(timeout) {
                 Ok(r) => Some(r),
                 Err(std_mpsc::RecvTimeoutError::Timeout) => None,
                 Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
             };
-            let mut batch: Vec<Request> = self.expired_leases();
-            batch.extend(first);
-            while batch.len() < self.config.max_batch {
+            let mut group: Vec<Request> = self.expired_leases();
+            group.extend(first);
+            while group.len() < self.config.max_batch {
                 match self.rx.try_recv() {
-                    Ok(r) => batch.push(r),
+                    Ok(r) => group.push(r),
                     Err(_) => break,
                 }
             }
-            if !batch.is_empty() {
-                self.commit_batch(batch);
+            if group.is_empty() {
+                if self.wal.len() > 0
+                    && self.last_checkpoint.elapsed() >= self.config.checkpoint_interval
+                    && let Err(e) = self.checkpoint()
+                {
+                    tracing::warn!(error = %e, "idle checkpoint failed");
+                }
+            } else if !self.commit_group(group) {
+                break;
             }
         }
-        self.shared.closed.store(true, Ordering::Release);
-        // Dropping the subscribers ends every watch task.
-        self.shared.hub.lock().subs.clear();
+        self.shutdown();
     }
 
-    fn next_lease_wakeup(&self) -> Duration {
+    /// Marks the store closed, ends every watch, and leaves a clean checkpoint behind.
+    fn shutdown(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.hub.lock().subs.clear();
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "final checkpoint failed; the log will be replayed");
+        }
+    }
+
+    /// Makes every non-durable commit durable and empties the log.
+    fn checkpoint(&mut self) -> Result<()> {
+        let wtx = self.shared.db.begin_write()?;
+        wtx.commit()?;
+        self.wal
+            .reset()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    fn next_wakeup(&self) -> Duration {
         let leases = self.shared.leases.lock();
         let now = Instant::now();
         leases
@@ -524,6 +648,7 @@ impl Committer {
             .map_or(Duration::from_secs(3600), |d| {
                 d.max(Duration::from_millis(1))
             })
+            .min(self.config.checkpoint_interval)
     }
 
     /// Takes leases past their deadline out of the live set (so keep-alives now fail) and
@@ -541,72 +666,151 @@ impl Committer {
             .map(|id| {
                 leases.remove(&id);
                 tracing::debug!(lease = id, "lease expired");
-                Request::LeaseRevoke(id, None)
+                Request {
+                    op: Op::LeaseRevoke(id),
+                    reply: ReplyTx::None,
+                }
             })
             .collect()
     }
 
-    fn commit_batch(&mut self, batch: Vec<Request>) {
-        let start_revision = self.revision;
+    /// Commits one group; returns false when the store must stop.
+    fn commit_group(&mut self, group: Vec<Request>) -> bool {
+        let (mut ops, mut replies): (Vec<Op>, Vec<ReplyTx>) =
+            group.into_iter().map(|r| (r.op, r.reply)).unzip();
+        if let Some(to) = self.auto_compaction() {
+            ops.push(Op::Compact(to));
+            replies.push(ReplyTx::None);
+        }
+        let checkpoint = self.wal.len() >= self.config.checkpoint_bytes
+            || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
         let mut published = Vec::new();
-        let mut replies = Vec::with_capacity(batch.len());
-        let outcome = (|| -> Result<()> {
-            let wtx = self.shared.db.begin_write()?;
-            {
-                let mut w = Writer::open(&wtx, self.revision)?;
-                for req in batch {
-                    replies.push(w.apply(req, &mut published)?);
-                }
-                if w.revision - w.compacted()? > self.config.history_revisions * 11 / 10 {
-                    let to = w.revision - self.config.history_revisions;
-                    w.compact(to)?;
-                }
-                w.finish()?;
-                self.revision = w.revision;
-            }
-            wtx.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = outcome {
-            tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store commit failed");
-            self.revision = start_revision;
-            for r in replies {
-                r.fail(&e);
-            }
-            return;
-        }
-        // Durable: publish to watchers, then acknowledge.
-        {
-            let mut hub = self.shared.hub.lock();
-            for batch in published {
-                let batch = Arc::new(batch);
-                hub.subs.retain(|s| s.try_send(batch.clone()).is_ok());
-            }
-            hub.published = self.revision;
-        }
-        for r in replies {
-            match r {
-                Reply::Txn(tx, res) => drop(tx.send(res)),
-                Reply::Grant(tx, res, ttl) => {
-                    if let Ok(id) = &res {
-                        self.shared.leases.lock().insert(
-                            *id,
-                            LiveLease {
-                                ttl,
-                                deadline: Instant::now() + ttl,
-                            },
-                        );
-                    }
-                    let _ = tx.send(res);
-                }
-                Reply::Revoke(tx, res, id) => {
-                    self.shared.leases.lock().remove(&id);
-                    if let Some(tx) = tx {
-                        let _ = tx.send(res);
+        match self.apply_group(&ops, checkpoint, &mut published) {
+            Ok(outcomes) => {
+                if checkpoint {
+                    self.last_checkpoint = Instant::now();
+                    if let Err(e) = self.wal.reset() {
+                        // Harmless: its records are older than the checkpoint and skipped.
+                        tracing::warn!(error = %e, "emptying the write-ahead log failed");
                     }
                 }
-                Reply::Unit(tx, res) => drop(tx.send(res)),
+                self.publish(published);
+                self.acknowledge(&ops, outcomes, replies);
+                true
             }
+            Err(GroupError::Aborted(e)) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store commit failed");
+                fail_all(replies, &e);
+                true
+            }
+            Err(GroupError::Poisoned(e)) => {
+                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store commit failed after logging; stopping the store");
+                fail_all(replies, &e);
+                false
+            }
+        }
+    }
+
+    /// A compaction to keep `history_revisions`, once history has grown 10% past it.
+    fn auto_compaction(&self) -> Option<Revision> {
+        let history = self.config.history_revisions;
+        let compacted = self.shared.compacted.load(Ordering::Acquire);
+        (self.revision.saturating_sub(compacted) > history + history / 10)
+            .then(|| self.revision - history)
+    }
+
+    /// Applies `ops` in a redb transaction, logs them durably, then commits redb.
+    fn apply_group(
+        &mut self,
+        ops: &[Op],
+        checkpoint: bool,
+        published: &mut Vec<(Revision, Vec<Event>)>,
+    ) -> Result<Vec<Outcome>, GroupError> {
+        let seq = self.wal_seq + 1;
+        let aborted = GroupError::Aborted;
+        let mut wtx = self
+            .shared
+            .db
+            .begin_write()
+            .map_err(|e| aborted(e.into()))?;
+        let durability = if checkpoint {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        wtx.set_durability(durability)
+            .map_err(|e| aborted(StoreError::Backend(Box::new(e))))?;
+        let (outcomes, revision, compacted) = {
+            let mut w = Writer::open(&wtx, self.revision).map_err(aborted)?;
+            let outcomes = ops
+                .iter()
+                .map(|op| w.apply(op, published))
+                .collect::<Result<Vec<_>>>()
+                .map_err(aborted)?;
+            w.meta
+                .insert(META_WAL_SEQ, seq)
+                .map_err(|e| aborted(e.into()))?;
+            w.finish().map_err(aborted)?;
+            (outcomes, w.revision, w.compacted().map_err(aborted)?)
+        };
+        let record = encode(&WalRecordRef { seq, ops }).map_err(aborted)?;
+        // From here on the group may be durable: a failure poisons the store.
+        self.wal
+            .append(&record)
+            .map_err(|e| GroupError::Poisoned(StoreError::Backend(Box::new(e))))?;
+        wtx.commit().map_err(|e| GroupError::Poisoned(e.into()))?;
+        self.wal_seq = seq;
+        self.revision = revision;
+        self.shared.compacted.store(compacted, Ordering::Release);
+        Ok(outcomes)
+    }
+
+    fn publish(&self, published: Vec<(Revision, Vec<Event>)>) {
+        let mut hub = self.shared.hub.lock();
+        for batch in published {
+            let batch = Arc::new(batch);
+            hub.subs.retain(|s| s.try_send(batch.clone()).is_ok());
+        }
+        hub.published = self.revision;
+    }
+
+    fn acknowledge(&self, ops: &[Op], outcomes: Vec<Outcome>, replies: Vec<ReplyTx>) {
+        for ((op, outcome), reply) in ops.iter().zip(outcomes).zip(replies) {
+            match (op, &outcome) {
+                (Op::LeaseGrant(ttl), Outcome::Lease(Ok(id))) => {
+                    let ttl = Duration::from_secs(*ttl);
+                    self.shared.leases.lock().insert(
+                        *id,
+                        LiveLease {
+                            ttl,
+                            deadline: Instant::now() + ttl,
+                        },
+                    );
+                }
+                (Op::LeaseRevoke(id), _) => {
+                    self.shared.leases.lock().remove(id);
+                }
+                _ => {}
+            }
+            match (reply, outcome) {
+                (ReplyTx::Txn(tx), Outcome::Txn(r)) => drop(tx.send(r)),
+                (ReplyTx::Lease(tx), Outcome::Lease(r)) => drop(tx.send(r)),
+                (ReplyTx::Unit(tx), Outcome::Unit(r)) => drop(tx.send(r)),
+                (ReplyTx::None, _) => {}
+                _ => unreachable!("each operation kind has its own reply kind"),
+            }
+        }
+    }
+}
+
+fn fail_all(replies: Vec<ReplyTx>, e: &StoreError) {
+    let err = || StoreError::Backend(e.to_string().into());
+    for r in replies {
+        match r {
+            ReplyTx::Txn(tx) => drop(tx.send(Err(err()))),
+            ReplyTx::Lease(tx) => drop(tx.send(Err(err()))),
+            ReplyTx::Unit(tx) => drop(tx.send(Err(err()))),
+            ReplyTx::None => {}
         }
     }
 }
@@ -649,39 +853,26 @@ impl<'t> Writer<'t> {
         }
     }
 
-    /// Applies one request. Logical refusals become the request's own error reply and change
-    /// nothing; storage errors abort the whole batch.
-    fn apply(
-        &mut self,
-        req: Request,
-        published: &mut Vec<(Revision, Vec<Event>)>,
-    ) -> Result<Reply> {
-        Ok(match req {
-            Request::Txn(txn, tx) => {
-                let res = self.txn(&txn, published)?;
-                Reply::Txn(tx, res)
-            }
-            Request::LeaseGrant(ttl, tx) => {
+    /// Applies one operation. Logical refusals become the operation's own error outcome and
+    /// change nothing; storage errors abort the whole group.
+    fn apply(&mut self, op: &Op, published: &mut Vec<(Revision, Vec<Event>)>) -> Result<Outcome> {
+        Ok(match op {
+            Op::Txn(txn) => Outcome::Txn(self.txn(txn, published)?),
+            Op::LeaseGrant(ttl) => {
                 let id = self.meta.get(META_LEASE_SEQ)?.map_or(0, |g| g.value()) + 1;
                 self.meta.insert(META_LEASE_SEQ, id)?;
                 let id = LeaseId::try_from(id).map_err(|e| StoreError::Backend(Box::new(e)))?;
-                self.leases.insert(id, ttl)?;
-                Reply::Grant(tx, Ok(id), Duration::from_secs(ttl))
+                self.leases.insert(id, *ttl)?;
+                Outcome::Lease(Ok(id))
             }
-            Request::LeaseRevoke(id, tx) => {
-                let res = self.revoke(id, published)?;
-                Reply::Revoke(tx, res, id)
-            }
-            Request::Compact(rev, tx) => {
-                let res = if rev > self.revision {
-                    Err(StoreError::InvalidArgument(
-                        "cannot compact a future revision",
-                    ))
-                } else {
-                    self.compact(rev)
-                };
-                Reply::Unit(tx, res)
-            }
+            Op::LeaseRevoke(id) => Outcome::Unit(self.revoke(*id, published)?),
+            Op::Compact(rev) => Outcome::Unit(if *rev > self.revision {
+                Err(StoreError::InvalidArgument(
+                    "cannot compact a future revision",
+                ))
+            } else {
+                self.compact(*rev)
+            }),
         })
     }
 

@@ -23,6 +23,7 @@ mod metered;
 pub mod testing;
 pub mod typed;
 mod types;
+mod wal;
 
 pub use any::{AnyStore, StoreUrl};
 pub use embedded::{EmbeddedConfig, EmbeddedStore};

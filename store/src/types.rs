@@ -57,7 +57,7 @@ pub struct Page {
 }
 
 /// What a [`Compare`] looks at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareTarget {
     /// The value bytes. A missing key never compares true.
     Value(Vec<u8>),
@@ -70,7 +70,7 @@ pub enum CompareTarget {
 }
 
 /// How a [`Compare`] compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CompareOp {
     /// Stored == given.
     Equal,
@@ -83,7 +83,7 @@ pub enum CompareOp {
 }
 
 /// A guard of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
     /// Key compared.
     pub key: Vec<u8>,
@@ -134,7 +134,7 @@ impl Compare {
 }
 
 /// An operation inside a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnOp {
     /// Read one key.
     Get(Vec<u8>),
@@ -165,7 +165,7 @@ impl TxnOp {
 }
 
 /// A transaction: if every compare holds, run `success`, else run `failure`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Txn {
     /// Guards (all must hold).
     pub compares: Vec<Compare>,
