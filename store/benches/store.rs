@@ -145,7 +145,7 @@ fn main() {
         let c = measure(&etcd, secs, "etcd").await;
 
         let row = |name: &str, a: f64, b: f64, unit: &str| {
-            println!("| {name} | {a:.1} {unit} | {b:.1} {unit} | {:.2} |", a / b);
+            println!("| {name} | {a:.1} {unit} | {b:.1} {unit} | {:.3} |", a / b);
         };
         println!("| metric | embedded | etcd 3.4 | embedded/etcd |");
         println!("| --- | --- | --- | --- |");

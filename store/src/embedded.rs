@@ -410,6 +410,11 @@ impl Store for EmbeddedStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
+        // A stopped committer (after a failed commit) must not look healthy to readiness
+        // checks, even though reads of what is stored would still work.
+        if self.handle.shared.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         self.read_revision()
     }
 

@@ -1,14 +1,16 @@
 //! Child process of the embedded store's crash test (`store/tests/crash.rs`).
 //!
-//! `store-crash-child DB WRITERS` opens the store at DB and runs WRITERS concurrent writers
-//! until it is killed. Writer `t` continues its sequence from what the store already holds:
+//! `store-crash-child DB WRITERS [CHECKPOINT_MS]` opens the store at DB (checkpointing every
+//! CHECKPOINT_MS, default 1000) and runs WRITERS concurrent writers until it is killed. Writer `t` continues its sequence from what the store already holds:
 //! each step is one transaction that puts `/crash/w{t}/k{i}` and `/crash/w{t}/last = i`, and
 //! moves one unit between two of ten accounts guarded by their mod revisions (so the account
 //! total is an invariant). After each acknowledged step it prints `ack {t} {i} {revision}`.
 
 use std::io::Write;
 
-use mecfed_store::{Compare, EmbeddedStore, Store, Txn, TxnOp};
+use std::time::Duration;
+
+use mecfed_store::{Compare, EmbeddedConfig, EmbeddedStore, Store, Txn, TxnOp};
 
 const ACCOUNTS: u64 = 10;
 const INITIAL_BALANCE: i64 = 1000;
@@ -32,7 +34,12 @@ async fn main() {
         std::process::exit(2);
     };
     let writers: u64 = writers.parse().expect("WRITERS is a number");
-    let store = EmbeddedStore::open_path(&db).expect("open store");
+    let checkpoint_ms: u64 = args
+        .next()
+        .map_or(1000, |a| a.parse().expect("CHECKPOINT_MS"));
+    let mut config = EmbeddedConfig::new(&db);
+    config.checkpoint_interval = Duration::from_millis(checkpoint_ms);
+    let store = EmbeddedStore::open(config).expect("open store");
     // Accounts are created once, atomically.
     let init = Txn::new()
         .when([Compare::absent(acct(0))])
