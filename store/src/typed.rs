@@ -245,44 +245,30 @@ impl<S: Store> Typed<S> {
 
 // === resources of mecfed-core ===
 
-impl Resource for mecfed_core::Site {
-    const KIND: &'static str = "sites";
-    fn id(&self) -> String {
-        self.id.to_string()
-    }
+/// Implements [`Resource`] for a core type whose `id` field is its document id.
+macro_rules! resource_by_id {
+    ($($ty:ty => $kind:literal),* $(,)?) => {$(
+        impl Resource for $ty {
+            const KIND: &'static str = $kind;
+            fn id(&self) -> String {
+                self.id.to_string()
+            }
+        }
+    )*};
 }
 
-impl Resource for mecfed_core::App {
-    const KIND: &'static str = "apps";
-    fn id(&self) -> String {
-        self.id.to_string()
-    }
-}
+resource_by_id!(
+    mecfed_core::Site => "sites",
+    mecfed_core::App => "apps",
+    mecfed_core::Instance => "instances",
+    mecfed_core::Ue => "ues",
+    mecfed_core::Session => "sessions",
+);
 
-impl Resource for mecfed_core::Instance {
-    const KIND: &'static str = "instances";
-    fn id(&self) -> String {
-        self.id.to_string()
-    }
-}
-
+/// Placements nest under their app: `placements/<app>/<site>`.
 impl Resource for mecfed_core::Placement {
     const KIND: &'static str = "placements";
     fn id(&self) -> String {
         format!("{}/{}", self.app, self.site)
-    }
-}
-
-impl Resource for mecfed_core::Ue {
-    const KIND: &'static str = "ues";
-    fn id(&self) -> String {
-        self.id.to_string()
-    }
-}
-
-impl Resource for mecfed_core::Session {
-    const KIND: &'static str = "sessions";
-    fn id(&self) -> String {
-        self.id.to_string()
     }
 }
