@@ -33,9 +33,10 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening store {}", config.store))?;
     let store = Metered::new(store, StoreMetrics::register(&registry)?);
 
-    let api = router(ApiState {
-        http_metrics: HttpMetrics::register(&registry, "api")?,
-    });
+    let api = router(ApiState::new(
+        store.clone(),
+        HttpMetrics::register(&registry, "api")?,
+    ));
     let admin = admin_router(AdminState {
         store: store.clone(),
         registry: registry.clone(),

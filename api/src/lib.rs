@@ -6,21 +6,48 @@
 //! Errors leave it as RFC 7807 `ProblemDetails` (`application/problem+json`).
 
 mod admin;
+mod error;
 mod metrics;
 mod problem;
+pub mod sites;
 
-use axum::{Json, Router, middleware, routing::get};
+use std::time::Duration;
+
+use axum::{
+    Json, Router, middleware,
+    routing::{get, post, put},
+};
+use mecfed_store::{Store, typed::Typed};
 use serde::Serialize;
 
 pub use admin::{AdminState, admin_router};
+pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;
 
+/// Default TTL of a site's lease: a site whose agent stops is NotReady within it.
+pub const DEFAULT_SITE_LEASE_TTL: Duration = Duration::from_secs(10);
+
 /// What the REST router needs.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState<S> {
+    /// The state store.
+    pub store: Typed<S>,
     /// HTTP request metrics.
     pub http_metrics: HttpMetrics,
+    /// TTL of site leases.
+    pub site_lease_ttl: Duration,
+}
+
+impl<S: Store> ApiState<S> {
+    /// State over `store` with default settings.
+    pub fn new(store: S, http_metrics: HttpMetrics) -> Self {
+        Self {
+            store: Typed::new(store),
+            http_metrics,
+            site_lease_ttl: DEFAULT_SITE_LEASE_TTL,
+        }
+    }
 }
 
 /// The build's identity, `GET /mecfed/v1/version`.
@@ -60,9 +87,22 @@ pub async fn serve(
 }
 
 /// The REST router served on the API listener.
-pub fn router(state: ApiState) -> Router {
+pub fn router<S: Store>(state: ApiState<S>) -> Router {
+    let metrics = state.http_metrics.clone();
     Router::new()
         .route("/mecfed/v1/version", get(version))
+        .route(
+            "/mecfed/v1/join-tokens",
+            post(sites::create_join_token::<S>),
+        )
+        .route("/mecfed/v1/sites", get(sites::list_sites::<S>))
+        .route("/mecfed/v1/sites/{site_id}", get(sites::get_site::<S>))
+        .route("/mecfed/v1/sites/{site_id}/join", post(sites::join::<S>))
+        .route(
+            "/mecfed/v1/sites/{site_id}/heartbeat",
+            put(sites::heartbeat::<S>),
+        )
+        .with_state(state)
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
             ProblemDetails::new(
@@ -70,10 +110,7 @@ pub fn router(state: ApiState) -> Router {
                 "method not allowed on this resource",
             )
         })
-        .layer(middleware::from_fn_with_state(
-            state.http_metrics.clone(),
-            metrics::track,
-        ))
+        .layer(middleware::from_fn_with_state(metrics, metrics::track))
 }
 
 #[cfg(test)]
@@ -86,7 +123,11 @@ mod tests {
     fn app() -> (Router, prometheus::Registry) {
         let registry = prometheus::Registry::new();
         let http_metrics = HttpMetrics::register(&registry, "api").unwrap();
-        (router(ApiState { http_metrics }), registry)
+        let dir = tempfile::tempdir().unwrap();
+        let store = mecfed_store::EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+        // The directory may go: the open database file stays usable until dropped.
+        drop(dir);
+        (router(ApiState::new(store, http_metrics)), registry)
     }
 
     async fn call(app: Router, method: &str, uri: &str) -> (u16, String, String) {

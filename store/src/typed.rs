@@ -213,6 +213,18 @@ impl<S: Store> Typed<S> {
             .await?)
     }
 
+    /// Writes a document attached to `lease`: it vanishes when the lease expires.
+    pub async fn put_leased<R: Resource>(
+        &self,
+        r: &R,
+        lease: crate::LeaseId,
+    ) -> Result<Revision, TypedError> {
+        Ok(self
+            .store
+            .put(&key::<R>(&r.id()), &encode(r)?, Some(lease))
+            .await?)
+    }
+
     /// Deletes a document, only if still at `expected` when given. Returns whether it existed.
     pub async fn delete<R: Resource>(
         &self,

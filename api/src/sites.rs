@@ -1,0 +1,347 @@
+//! The site registry: join tokens, agents joining and heart-beating, and sites with their
+//! readiness.
+//!
+//! A site is Ready exactly while its liveness record (`/mecfed/v1/siteleases/<site>`) exists.
+//! That record is attached to a store lease the agent keeps alive through heartbeats, so when
+//! an agent stops, the record vanishes with the lease and the site reads NotReady within the
+//! lease TTL, with no controller involved.
+
+use std::{
+    collections::HashSet,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    Json,
+    extract::{FromRequest, Path, State},
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+};
+use mecfed_core::{Resources, Site, SiteId, SiteStatus};
+use mecfed_store::{
+    LeaseId, Store, StoreError,
+    typed::{Resource, TypedError},
+};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{ApiError, ApiState};
+
+/// Default lifetime of a join token.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest lifetime of a join token.
+const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A JSON body whose rejection is a `ProblemDetails`.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+/// A join token as stored: the secret only as its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JoinToken {
+    /// Public part of the token.
+    pub id: String,
+    /// Hex SHA-256 of the secret part.
+    pub secret_sha256: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+    /// What it is for.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Resource for JoinToken {
+    const KIND: &'static str = "jointokens";
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+}
+
+/// A site's liveness record, attached to the lease its agent keeps alive.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteLease {
+    /// The site.
+    pub site: SiteId,
+    /// Lease the record is attached to.
+    pub lease: LeaseId,
+    /// Hex SHA-256 of the credential the agent heart-beats with.
+    pub credential_sha256: String,
+}
+
+impl Resource for SiteLease {
+    const KIND: &'static str = "siteleases";
+    fn id(&self) -> String {
+        self.site.to_string()
+    }
+}
+
+/// `POST /mecfed/v1/join-tokens` body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in seconds (default one day, at most 30 days).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// What the token is for.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `POST /mecfed/v1/join-tokens` answer. The token is shown once.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinTokenCreated {
+    /// Public id.
+    pub id: String,
+    /// The whole token, `<id>.<secret>`, to give to `mecfed agent --join-token`.
+    pub token: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// `POST /mecfed/v1/sites/{siteId}/join` answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResponse {
+    /// The lease to keep alive.
+    pub lease_id: LeaseId,
+    /// Its TTL.
+    pub ttl_seconds: u64,
+    /// How often to heartbeat.
+    pub heartbeat_seconds: u64,
+    /// Bearer credential for heartbeats of this site.
+    pub site_credential: String,
+}
+
+/// `PUT /mecfed/v1/sites/{siteId}/heartbeat` body.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The lease from the join.
+    pub lease_id: LeaseId,
+    /// Capacity in use now, when it changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Resources>,
+}
+
+/// `PUT /mecfed/v1/sites/{siteId}/heartbeat` answer.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatResponse {
+    /// Lease TTL.
+    pub ttl_seconds: u64,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))
+}
+
+fn site_id(raw: &str) -> Result<SiteId, ApiError> {
+    Ok(SiteId::new(raw)?)
+}
+
+// === handlers ===
+
+pub(crate) async fn create_join_token<S: Store>(
+    State(st): State<ApiState<S>>,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    // An empty body means all defaults.
+    let req: CreateJoinToken = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateJoinToken::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?
+    };
+    let ttl = req
+        .ttl_seconds
+        .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs);
+    if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+        return Err(ApiError::BadRequest(format!(
+            "invalid ttlSeconds: must be between 1 and {}",
+            MAX_TOKEN_TTL.as_secs()
+        )));
+    }
+    let id = random_hex(4);
+    let secret = random_hex(16);
+    let token = JoinToken {
+        id: id.clone(),
+        secret_sha256: sha256_hex(&secret),
+        expires_at: now_unix() + ttl.as_secs(),
+        description: req.description.unwrap_or_default(),
+    };
+    st.store.create(&token).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenCreated {
+            token: format!("{id}.{secret}"),
+            id,
+            expires_at: token.expires_at,
+        }),
+    ))
+}
+
+async fn check_join_token<S: Store>(st: &ApiState<S>, token: &str) -> Result<(), ApiError> {
+    let denied = || ApiError::Unauthorized("invalid or expired join token".into());
+    let (id, secret) = token.split_once('.').ok_or_else(denied)?;
+    if id.is_empty() || id.contains('/') {
+        return Err(denied());
+    }
+    let stored = st.store.get::<JoinToken>(id).await?.ok_or_else(denied)?;
+    // Comparing digests, not secrets: timing reveals nothing usable about the secret.
+    if stored.value.secret_sha256 != sha256_hex(secret) || stored.value.expires_at <= now_unix() {
+        return Err(denied());
+    }
+    Ok(())
+}
+
+pub(crate) async fn join<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    JsonBody(mut site): JsonBody<Site>,
+) -> Result<Json<JoinResponse>, ApiError> {
+    let id = site_id(&raw)?;
+    check_join_token(&st, bearer(&headers)?).await?;
+    if site.id != id {
+        return Err(ApiError::BadRequest(format!(
+            "invalid id: body says {:?}, path says {:?}",
+            site.id.as_str(),
+            id.as_str()
+        )));
+    }
+    site.validate()?;
+    site.status = SiteStatus::NotReady; // derived from the liveness record on every read
+    let lease = st.store.store().lease_grant(st.site_lease_ttl).await?;
+    st.store.put(&site).await?;
+    let credential = random_hex(16);
+    st.store
+        .put_leased(
+            &SiteLease {
+                site: id.clone(),
+                lease,
+                credential_sha256: sha256_hex(&credential),
+            },
+            lease,
+        )
+        .await?;
+    tracing::info!(site = %id, lease, "site joined");
+    let ttl = st.site_lease_ttl.as_secs();
+    Ok(Json(JoinResponse {
+        lease_id: lease,
+        ttl_seconds: ttl,
+        heartbeat_seconds: (ttl / 3).max(1),
+        site_credential: credential,
+    }))
+}
+
+pub(crate) async fn heartbeat<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    JsonBody(hb): JsonBody<Heartbeat>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    let id = site_id(&raw)?;
+    let credential = bearer(&headers)?;
+    let gone = || ApiError::NotFound(format!("site {id} holds no live lease; join again"));
+    let live = st
+        .store
+        .get::<SiteLease>(id.as_str())
+        .await?
+        .ok_or_else(gone)?;
+    if live.value.credential_sha256 != sha256_hex(credential) {
+        return Err(ApiError::Unauthorized("invalid site credential".into()));
+    }
+    if live.value.lease != hb.lease_id {
+        return Err(ApiError::Conflict(format!(
+            "lease {} is not the site's current lease",
+            hb.lease_id
+        )));
+    }
+    let ttl = match st.store.store().lease_keep_alive(hb.lease_id).await {
+        Ok(ttl) => ttl,
+        Err(StoreError::LeaseNotFound(_)) => return Err(gone()),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(usage) = hb.usage
+        && let Some(current) = st.store.get::<Site>(id.as_str()).await?
+        && current.value.usage != usage
+    {
+        let mut site = current.value;
+        site.usage = usage;
+        match st.store.update(&site, current.revision).await {
+            // A concurrent change wins; the next heartbeat reports usage again.
+            Ok(_) | Err(TypedError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Json(HeartbeatResponse {
+        ttl_seconds: ttl.as_secs(),
+    }))
+}
+
+pub(crate) async fn list_sites<S: Store>(
+    State(st): State<ApiState<S>>,
+) -> Result<Json<Vec<Site>>, ApiError> {
+    let (sites, _) = st.store.list::<Site>().await?;
+    let (live, _) = st.store.list::<SiteLease>().await?;
+    let live: HashSet<SiteId> = live.into_iter().map(|l| l.value.site).collect();
+    Ok(Json(
+        sites
+            .into_iter()
+            .map(|v| {
+                let ready = live.contains(&v.value.id);
+                with_status(v.value, ready)
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn get_site<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path(raw): Path<String>,
+) -> Result<Json<Site>, ApiError> {
+    let id = site_id(&raw)?;
+    let site = st
+        .store
+        .get::<Site>(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("site {id} not found")))?;
+    let live = st.store.get::<SiteLease>(id.as_str()).await?.is_some();
+    Ok(Json(with_status(site.value, live)))
+}
+
+fn with_status(mut site: Site, live: bool) -> Site {
+    site.status = if live {
+        SiteStatus::Ready
+    } else {
+        SiteStatus::NotReady
+    };
+    site
+}

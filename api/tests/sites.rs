@@ -1,0 +1,262 @@
+//! The site registry through the router, as a client sees it.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, header},
+};
+use http_body_util::BodyExt;
+use mecfed_api::{ApiState, HttpMetrics, router, sites::SiteLease};
+use mecfed_core::{GeoPoint, OperatorId, Resources, Site, SiteId, ZoneId};
+use mecfed_store::{EmbeddedStore, Store, typed::Typed};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    app: Router,
+    store: EmbeddedStore,
+    _dir: tempfile::TempDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
+    Api {
+        app: router(ApiState::new(store.clone(), metrics)),
+        store,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                "application/problem+json",
+                "errors are ProblemDetails"
+            );
+        }
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, v)
+    }
+
+    async fn token(&self) -> String {
+        let (s, v) = self
+            .call("POST", "/mecfed/v1/join-tokens", None, None)
+            .await;
+        assert_eq!(s, 201, "{v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+}
+
+fn site(id: &str) -> Value {
+    serde_json::to_value(
+        Site::new(
+            SiteId::new(id).unwrap(),
+            OperatorId::new("op-a").unwrap(),
+            "cork",
+            ZoneId::new("cork-z1").unwrap(),
+            GeoPoint::new(51.9, -8.47).unwrap(),
+            Resources::parse("cpu=8,memory=16Gi,sessions=500").unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+const JOIN: &str = "/mecfed/v1/sites/s1/join";
+const HEARTBEAT: &str = "/mecfed/v1/sites/s1/heartbeat";
+
+#[tokio::test]
+async fn join_heartbeat_and_readiness() {
+    let api = api();
+    let token = api.token().await;
+    let (s, join) = api.call("POST", JOIN, Some(&token), Some(site("s1"))).await;
+    assert_eq!(s, 200, "{join}");
+    assert_eq!(join["ttlSeconds"], 10);
+    assert_eq!(join["heartbeatSeconds"], 3);
+    let lease = join["leaseId"].as_i64().unwrap();
+    let cred = join["siteCredential"].as_str().unwrap().to_string();
+
+    let (s, list) = api.call("GET", "/mecfed/v1/sites", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["status"], "Ready");
+    assert_eq!(list[0]["capacity"]["sessionSlots"], 500);
+
+    // A heartbeat with usage updates the site.
+    let hb = json!({"leaseId": lease, "usage": {"cpuMillicores": 1500, "sessionSlots": 20}});
+    let (s, v) = api
+        .call("PUT", HEARTBEAT, Some(&cred), Some(hb.clone()))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["ttlSeconds"], 10);
+    let (_, one) = api.call("GET", "/mecfed/v1/sites/s1", None, None).await;
+    assert_eq!(one["usage"]["cpuMillicores"], 1500);
+    assert_eq!(one["status"], "Ready");
+
+    // Wrong credential, wrong lease.
+    let (s, _) = api.call("PUT", HEARTBEAT, Some("nope"), Some(hb)).await;
+    assert_eq!(s, 401);
+    let other = json!({"leaseId": lease + 1});
+    let (s, _) = api.call("PUT", HEARTBEAT, Some(&cred), Some(other)).await;
+    assert_eq!(s, 409);
+
+    // The lease ending (as on expiry) makes the site NotReady; heartbeats say "join again".
+    api.store.lease_revoke(lease).await.unwrap();
+    let (_, one) = api.call("GET", "/mecfed/v1/sites/s1", None, None).await;
+    assert_eq!(one["status"], "NotReady");
+    let (s, v) = api
+        .call(
+            "PUT",
+            HEARTBEAT,
+            Some(&cred),
+            Some(json!({"leaseId": lease})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert!(v["detail"].as_str().unwrap().contains("join again"));
+
+    // Rejoining brings it back.
+    let (s, _) = api.call("POST", JOIN, Some(&token), Some(site("s1"))).await;
+    assert_eq!(s, 200);
+    let (_, one) = api.call("GET", "/mecfed/v1/sites/s1", None, None).await;
+    assert_eq!(one["status"], "Ready");
+}
+
+#[tokio::test]
+async fn join_refuses_bad_tokens_and_bad_sites_and_stores_nothing() {
+    let api = api();
+    let token = api.token().await;
+    let (s, _) = api.call("POST", JOIN, None, Some(site("s1"))).await;
+    assert_eq!(s, 401);
+    let (s, _) = api
+        .call("POST", JOIN, Some("abc.def"), Some(site("s1")))
+        .await;
+    assert_eq!(s, 401);
+    let forged = format!("{}.{}", token.split_once('.').unwrap().0, "0".repeat(32));
+    let (s, _) = api
+        .call("POST", JOIN, Some(&forged), Some(site("s1")))
+        .await;
+    assert_eq!(s, 401);
+    let (s, v) = api
+        .call(
+            "POST",
+            "/mecfed/v1/sites/s2/join",
+            Some(&token),
+            Some(site("s1")),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["detail"].as_str().unwrap().contains("id"), "{v}");
+    let mut bad = site("s1");
+    bad["location"]["latitude"] = json!(123);
+    let (s, v) = api.call("POST", JOIN, Some(&token), Some(bad)).await;
+    assert_eq!(s, 400);
+    assert!(v["detail"].as_str().unwrap().contains("latitude"), "{v}");
+    let mut bad = site("s1");
+    bad["region"] = json!("");
+    let (s, v) = api.call("POST", JOIN, Some(&token), Some(bad)).await;
+    assert_eq!(s, 400);
+    assert!(v["detail"].as_str().unwrap().contains("region"), "{v}");
+    let (s, _) = api
+        .call(
+            "POST",
+            "/mecfed/v1/sites/bad%20id/join",
+            Some(&token),
+            Some(site("s1")),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, list) = api.call("GET", "/mecfed/v1/sites", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list, json!([]), "no refused join stored anything");
+    let typed = Typed::new(api.store.clone());
+    assert!(typed.list::<SiteLease>().await.unwrap().0.is_empty());
+}
+
+#[tokio::test]
+async fn join_tokens_and_lookups_validate() {
+    let api = api();
+    let (s, v) = api
+        .call(
+            "POST",
+            "/mecfed/v1/join-tokens",
+            None,
+            Some(json!({"ttlSeconds": 0})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(v["detail"].as_str().unwrap().contains("ttlSeconds"));
+    let (s, _) = api
+        .call(
+            "POST",
+            "/mecfed/v1/join-tokens",
+            None,
+            Some(json!({"colour": "red"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let body = json!({"ttlSeconds": 60, "description": "cork edge"});
+    let (s, v) = api
+        .call("POST", "/mecfed/v1/join-tokens", None, Some(body))
+        .await;
+    assert_eq!(s, 201);
+    let token = v["token"].as_str().unwrap();
+    assert!(token.starts_with(v["id"].as_str().unwrap()));
+    let (s, _) = api
+        .call("GET", "/mecfed/v1/sites/nowhere", None, None)
+        .await;
+    assert_eq!(s, 404);
+    let hb = json!({"leaseId": 1});
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/mecfed/v1/sites/nowhere/heartbeat",
+            Some("x"),
+            Some(hb),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let bad = json!({"lease": 1});
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/mecfed/v1/sites/nowhere/heartbeat",
+            Some("x"),
+            Some(bad),
+        )
+        .await;
+    assert_eq!(s, 400);
+}
