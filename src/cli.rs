@@ -2,7 +2,8 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use mecfed_core::{AccessKind, Resources};
 use mecfed_store::StoreUrl;
 
 /// mecfed: control plane for a federated multi-access edge cloud.
@@ -19,6 +20,149 @@ pub struct Cli {
 pub enum Command {
     /// Run one operator platform (API, controllers) on the embedded store or on etcd.
     Up(UpArgs),
+    /// Run the agent of one edge site: join the platform and keep the site's lease alive.
+    Agent(AgentArgs),
+    /// Talk to a running platform.
+    Ctl(CtlArgs),
+}
+
+fn parse_resources(s: &str) -> Result<Resources, String> {
+    Resources::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+/// Flags of `mecfed agent`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Site id.
+    #[arg(long, env = "MECFED_SITE_ID")]
+    pub site_id: String,
+    /// Operator running the site.
+    #[arg(long, env = "MECFED_OPERATOR")]
+    pub operator: String,
+    /// Region (metro area).
+    #[arg(long, env = "MECFED_REGION")]
+    pub region: String,
+    /// Edge cloud zone.
+    #[arg(long, env = "MECFED_ZONE")]
+    pub zone: String,
+    /// Latitude of the site.
+    #[arg(long, allow_hyphen_values = true)]
+    pub lat: f64,
+    /// Longitude of the site.
+    #[arg(long, allow_hyphen_values = true)]
+    pub lon: f64,
+    /// Capacity, e.g. cpu=8000m,memory=16Gi,gpus=1,sessions=500.
+    #[arg(long, value_parser = parse_resources)]
+    pub capacity: Resources,
+    /// How UEs reach the site (repeat or comma-separate).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub access_kinds: Vec<AccessKindArg>,
+    /// Cell and Wi-Fi AP ids the site serves (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub access_points: Vec<String>,
+    /// Labels, key=value (comma-separated).
+    #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// Base URL of the platform's REST API.
+    #[arg(
+        long,
+        env = "MECFED_CONTROLLER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub controller: String,
+    /// Join token from `mecfed ctl join-token create`.
+    #[arg(long, env = "MECFED_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: String,
+    /// Admin listen address for /live, /ready and /metrics.
+    #[arg(
+        long,
+        env = "MECFED_AGENT_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9091"
+    )]
+    pub admin_listen: SocketAddr,
+}
+
+/// Access kinds on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AccessKindArg {
+    /// 5G NR.
+    Nr5g,
+    /// LTE.
+    Lte,
+    /// Wi-Fi.
+    Wifi,
+    /// Fixed line.
+    Fixed,
+}
+
+impl From<AccessKindArg> for AccessKind {
+    fn from(a: AccessKindArg) -> Self {
+        match a {
+            AccessKindArg::Nr5g => AccessKind::Nr5g,
+            AccessKindArg::Lte => AccessKind::Lte,
+            AccessKindArg::Wifi => AccessKind::Wifi,
+            AccessKindArg::Fixed => AccessKind::Fixed,
+        }
+    }
+}
+
+/// `mecfed ctl`.
+#[derive(Debug, Clone, Args)]
+pub struct CtlArgs {
+    /// The platform's REST address.
+    #[arg(
+        long,
+        global = true,
+        env = "MECFED_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// How `mecfed ctl` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+/// `mecfed ctl` commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// List sites with their readiness and capacity.
+    Sites,
+    /// Join tokens for agents.
+    #[command(subcommand)]
+    JoinToken(JoinTokenCommand),
+}
+
+/// `mecfed ctl join-token`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum JoinTokenCommand {
+    /// Create a join token (printed once).
+    Create {
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_seconds: u64,
+        /// What the token is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
 }
 
 /// Flags of `mecfed up`. Each also reads a `MECFED_*` variable and the TOML file given by

@@ -148,6 +148,7 @@ mod tests {
         argv.extend_from_slice(flags);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Up(a) => a,
+            other => panic!("parsed {other:?}"),
         }
     }
 

@@ -2,9 +2,21 @@
 //! resolution ([`config`]) and the commands themselves. `main.rs` only parses and calls
 //! [`run`].
 
+mod agent;
 pub mod cli;
 pub mod config;
+mod ctl;
 mod up;
+
+/// Resolves when the process gets SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}
 
 /// Starts `tracing` with the filter from `MECFED_LOG` (default `info`), logging to stderr.
 pub fn init_tracing() {
@@ -24,5 +36,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
             let config = args.resolve()?;
             up::run(config).await
         }
+        cli::Command::Agent(args) => agent::run(args).await,
+        cli::Command::Ctl(args) => ctl::run(args).await,
     }
 }

@@ -37,10 +37,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         store.clone(),
         HttpMetrics::register(&registry, "api")?,
     ));
-    let admin = admin_router(AdminState {
-        store: store.clone(),
-        registry: registry.clone(),
-    });
+    let admin = admin_router(AdminState::for_store(store.clone(), registry.clone()));
     let api_listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the REST listener on {}", config.listen))?;
@@ -61,7 +58,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
     let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx)));
 
-    shutdown_signal().await?;
+    crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
@@ -79,14 +76,5 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     }
     drop(store);
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r?,
-    }
     Ok(())
 }

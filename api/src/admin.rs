@@ -1,6 +1,6 @@
 //! The admin listener: liveness, readiness and Prometheus metrics.
 
-use std::time::Duration;
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -14,41 +14,63 @@ use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::ProblemDetails;
 
-/// How long `/ready` waits for the store.
+/// How long `/ready` waits for its probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A readiness check: `Ok(detail)` when ready, `Err(reason)` when not.
+pub type ReadyProbe =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
 /// What the admin router needs.
 #[derive(Clone)]
-pub struct AdminState<S> {
-    /// The store whose health decides readiness.
-    pub store: S,
+pub struct AdminState {
+    /// Decides `/ready`.
+    pub ready: ReadyProbe,
     /// Every metric of the process.
     pub registry: Registry,
 }
 
-/// `/live` (the process runs), `/ready` (the store answers) and `/metrics`.
-pub fn admin_router<S: Store>(state: AdminState<S>) -> Router {
+impl AdminState {
+    /// Ready while `store` answers.
+    pub fn for_store<S: Store>(store: S, registry: Registry) -> Self {
+        let ready: ReadyProbe = Arc::new(move || {
+            let store = store.clone();
+            Box::pin(async move {
+                store
+                    .current_revision()
+                    .await
+                    .map(|rev| format!("store revision {rev}"))
+                    .map_err(|e| format!("store: {e}"))
+            })
+        });
+        Self { ready, registry }
+    }
+}
+
+/// `/live` (the process runs), `/ready` (the probe passes) and `/metrics`.
+pub fn admin_router(state: AdminState) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok\n" }))
-        .route("/ready", get(ready::<S>))
-        .route("/metrics", get(metrics::<S>))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .with_state(state)
 }
 
-async fn ready<S: Store>(State(st): State<AdminState<S>>) -> Response {
-    match tokio::time::timeout(READY_TIMEOUT, st.store.current_revision()).await {
-        Ok(Ok(rev)) => format!("ok (store revision {rev})\n").into_response(),
-        Ok(Err(e)) => ProblemDetails::new(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
-            .into_response(),
+async fn ready(State(st): State<AdminState>) -> Response {
+    match tokio::time::timeout(READY_TIMEOUT, (st.ready)()).await {
+        Ok(Ok(detail)) => format!("ok ({detail})\n").into_response(),
+        Ok(Err(reason)) => {
+            ProblemDetails::new(StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
+        }
         Err(_) => ProblemDetails::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("store did not answer within {READY_TIMEOUT:?}"),
+            format!("readiness check did not answer within {READY_TIMEOUT:?}"),
         )
         .into_response(),
     }
 }
 
-async fn metrics<S: Store>(State(st): State<AdminState<S>>) -> Response {
+async fn metrics(State(st): State<AdminState>) -> Response {
     let encoder = TextEncoder::new();
     let mut buf = Vec::new();
     if let Err(e) = encoder.encode(&st.registry.gather(), &mut buf) {
@@ -81,7 +103,7 @@ mod tests {
             StoreMetrics::register(&registry).unwrap(),
         );
         store.put(b"/k", b"v", None).await.unwrap();
-        let app = admin_router(AdminState { store, registry });
+        let app = admin_router(AdminState::for_store(store, registry));
         let get = |uri: &str| {
             axum::http::Request::builder()
                 .uri(uri)

@@ -20,7 +20,7 @@ use axum::{
 use mecfed_store::{Store, typed::Typed};
 use serde::Serialize;
 
-pub use admin::{AdminState, admin_router};
+pub use admin::{AdminState, ReadyProbe, admin_router};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;

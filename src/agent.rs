@@ -1,0 +1,79 @@
+//! `mecfed agent`: the agent of one edge site.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use anyhow::Context;
+use mecfed_agent::{AgentConfig, AgentMetrics, Joined};
+use mecfed_api::{AdminState, ReadyProbe, admin_router, serve};
+use mecfed_core::{GeoPoint, OperatorId, Site, SiteId, ZoneId};
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+use crate::cli::AgentArgs;
+
+fn site(args: &AgentArgs) -> anyhow::Result<Site> {
+    let mut site = Site::new(
+        SiteId::new(&args.site_id)?,
+        OperatorId::new(&args.operator)?,
+        &args.region,
+        ZoneId::new(&args.zone)?,
+        GeoPoint::new(args.lat, args.lon)?,
+        args.capacity,
+    )?;
+    site.access_kinds = args.access_kinds.iter().map(|&k| k.into()).collect();
+    site.access_points = args.access_points.clone();
+    site.labels = args.labels.iter().cloned().collect();
+    site.validate()?;
+    Ok(site)
+}
+
+pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let site = site(&args).context("invalid site description")?;
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let metrics = AgentMetrics::register(&registry)?;
+    let joined = Joined::default();
+    let probe: ReadyProbe = {
+        let joined = joined.clone();
+        Arc::new(move || {
+            let ok = joined.get();
+            Box::pin(async move {
+                if ok {
+                    Ok("joined".to_string())
+                } else {
+                    Err("not joined to the platform".to_string())
+                }
+            }) as Pin<Box<dyn Future<Output = _> + Send>>
+        })
+    };
+    let admin = admin_router(AdminState {
+        ready: probe,
+        registry,
+    });
+    let listener = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", args.admin_listen))?;
+    tracing::info!(site = %site.id, admin = %listener.local_addr()?, controller = %args.controller, "mecfed agent");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin_task = tokio::spawn(serve(listener, admin, stopped(stop_rx.clone())));
+    let config = AgentConfig {
+        site,
+        controller: args.controller.clone(),
+        join_token: args.join_token.clone(),
+    };
+    let result = mecfed_agent::run(config, metrics, joined, async {
+        let _ = crate::shutdown_signal().await;
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = admin_task.await;
+    drop(stop_rx);
+    Ok(result?)
+}

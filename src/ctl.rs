@@ -1,0 +1,140 @@
+//! `mecfed ctl`: a client of the platform's REST API.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use mecfed_api::sites::JoinTokenCreated;
+use mecfed_core::Site;
+use serde_json::json;
+
+use crate::cli::{CtlArgs, CtlCommand, JoinTokenCommand, OutputFormat};
+
+pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let base = args.server.trim_end_matches('/').to_string();
+    let mut out = std::io::stdout().lock();
+    match &args.command {
+        CtlCommand::Sites => {
+            let sites: Vec<Site> = get_json(&client, &format!("{base}/mecfed/v1/sites")).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&sites)?)?,
+                OutputFormat::Table => write_sites(&mut out, &sites)?,
+            }
+        }
+        CtlCommand::JoinToken(JoinTokenCommand::Create {
+            ttl_seconds,
+            description,
+        }) => {
+            let resp = client
+                .post(format!("{base}/mecfed/v1/join-tokens"))
+                .json(&json!({"ttlSeconds": ttl_seconds, "description": description}))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let created: JoinTokenCreated = decode(resp).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&created)?)?,
+                OutputFormat::Table => writeln!(out, "{}", created.token)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<T> {
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    decode(resp).await
+}
+
+/// The body as `T`, or the server's ProblemDetails as the error.
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        bail!("{status}: {detail}");
+    }
+    serde_json::from_slice(&body).context("unexpected answer from the platform")
+}
+
+fn write_sites(out: &mut impl Write, sites: &[Site]) -> std::io::Result<()> {
+    let rows: Vec<[String; 8]> = sites
+        .iter()
+        .map(|s| {
+            [
+                s.id.to_string(),
+                s.operator.to_string(),
+                s.region.clone(),
+                s.zone.to_string(),
+                format!("{:?}", s.status),
+                format!("{}/{}m", s.usage.cpu_millicores, s.capacity.cpu_millicores),
+                format!("{}/{}", s.usage.session_slots, s.capacity.session_slots),
+                format!("{:.4},{:.4}", s.location.latitude(), s.location.longitude()),
+            ]
+        })
+        .collect();
+    let header = [
+        "SITE", "OPERATOR", "REGION", "ZONE", "STATUS", "CPU", "SESSIONS", "LOCATION",
+    ];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for r in &rows {
+        writeln!(out, "{}", line(r.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mecfed_core::{GeoPoint, OperatorId, Resources, SiteId, SiteStatus, ZoneId};
+
+    #[test]
+    fn sites_table() {
+        let mut s = Site::new(
+            SiteId::new("cork-1").unwrap(),
+            OperatorId::new("op-a").unwrap(),
+            "cork",
+            ZoneId::new("z1").unwrap(),
+            GeoPoint::new(51.9, -8.47).unwrap(),
+            Resources::parse("cpu=8,sessions=500").unwrap(),
+        )
+        .unwrap();
+        s.status = SiteStatus::Ready;
+        let mut buf = Vec::new();
+        write_sites(&mut buf, &[s]).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        assert_eq!(
+            text,
+            "SITE    OPERATOR  REGION  ZONE  STATUS  CPU      SESSIONS  LOCATION\n\
+             cork-1  op-a      cork    z1    Ready   0/8000m  0/500     51.9000,-8.4700\n"
+        );
+    }
+}
