@@ -43,7 +43,7 @@ fn game_loop(sessions: u64, players: u32, ticks: u32) -> Duration {
                         seq: t,
                         dx,
                         dy: dx.wrapping_neg(),
-                        buttons: (t % 7 == 0) as u8,
+                        buttons: u8::from(t.is_multiple_of(7)),
                     },
                 );
             }

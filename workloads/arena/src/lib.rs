@@ -6,9 +6,12 @@
 //! stream the bulk ahead of time and finish with a small delta after a freeze at a tick
 //! boundary.
 //!
+//! [`server`] is the process around them: a UDP game loop and an HTTP control interface.
+//!
 //! Architecture Invariant: `session` and `snapshot` do no IO and read no clock; the server
 //! around them does.
 
+pub mod server;
 pub mod session;
 pub mod snapshot;
 
