@@ -26,7 +26,7 @@ struct Args {
     max_players: usize,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
@@ -53,7 +53,7 @@ async fn run(args: Args) -> std::io::Result<()> {
         max_players: args.max_players,
     };
     let arena = Arena::new(config, &registry).map_err(std::io::Error::other)?;
-    let socket = tokio::net::UdpSocket::bind(args.game_listen).await?;
+    let socket = std::net::UdpSocket::bind(args.game_listen)?;
     let control = tokio::net::TcpListener::bind(args.control_listen).await?;
     tracing::info!(
         game = %socket.local_addr()?,
@@ -62,9 +62,15 @@ async fn run(args: Args) -> std::io::Result<()> {
         "arena up"
     );
     let router = control_router(arena.clone(), registry);
+    let (game_done, game_ended) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("arena-game".into())
+        .spawn(move || {
+            let _ = game_done.send(run_game(arena, socket));
+        })?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
-        r = run_game(arena, socket) => r,
+        r = game_ended => r.unwrap_or_else(|_| Err(std::io::Error::other("game thread died"))),
         r = axum::serve(control, router).into_future() => r,
         _ = term.recv() => Ok(()),
         r = tokio::signal::ctrl_c() => r,

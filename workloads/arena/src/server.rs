@@ -15,9 +15,11 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    io::{IoSlice, IoSliceMut},
     net::SocketAddr,
+    os::fd::AsRawFd,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use arena_proto::{ClientMsg, ErrorCode, PlayerView, ServerMsg, decode_client};
@@ -29,10 +31,16 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post, put},
 };
+use nix::{
+    errno::Errno,
+    sys::socket::{
+        ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, setsockopt,
+        sockopt,
+    },
+};
 use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry};
 use serde::{Deserialize, Serialize};
-use tokio::net::UdpSocket;
 
 use crate::{ImportError, Input, Session};
 
@@ -121,6 +129,34 @@ impl Arena {
 
     /// Handles one datagram; returns the immediate answer, if any.
     pub fn handle_datagram(&self, from: SocketAddr, bytes: &[u8]) -> Option<ServerMsg> {
+        self.handle_in(&mut self.rooms.lock(), from, bytes)
+    }
+
+    /// Handles a batch of datagrams under one lock; returns the immediate answers.
+    pub fn handle_batch<'a>(
+        &self,
+        batch: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) -> Vec<(SocketAddr, ServerMsg)> {
+        let mut rooms = self.rooms.lock();
+        let mut replies = Vec::new();
+        let mut n = 0;
+        for (from, bytes) in batch {
+            n += 1;
+            if let Some(r) = self.handle_in(&mut rooms, from, bytes) {
+                replies.push((from, r));
+            }
+        }
+        drop(rooms);
+        self.metrics.datagrams.with_label_values(&["in"]).inc_by(n);
+        replies
+    }
+
+    fn handle_in(
+        &self,
+        rooms: &mut BTreeMap<u64, Room>,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<ServerMsg> {
         let msg = match decode_client(bytes) {
             Ok(m) => m,
             Err(_) => {
@@ -130,7 +166,6 @@ impl Arena {
                 });
             }
         };
-        let mut rooms = self.rooms.lock();
         match msg {
             ClientMsg::Ping { client_time_us } => Some(ServerMsg::Pong { client_time_us }),
             ClientMsg::Join { session, player } => {
@@ -244,46 +279,104 @@ impl Arena {
     }
 }
 
-/// Runs the game loop on `socket` until the task is dropped.
-pub async fn run_game(arena: Arc<Arena>, socket: UdpSocket) -> std::io::Result<()> {
-    let socket = Arc::new(socket);
-    let receiver = {
-        let (arena, socket) = (arena.clone(), socket.clone());
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 2048];
-            loop {
-                let (n, from) = match socket.recv_from(&mut buf).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        // ICMP errors from earlier sends surface here on Linux; keep going.
-                        tracing::debug!(error = %e, "recv_from");
-                        continue;
-                    }
-                };
-                arena.metrics.datagrams.with_label_values(&["in"]).inc();
-                if let Some(reply) = arena.handle_datagram(from, &buf[..n])
-                    && let Ok(bytes) = reply.encode()
-                {
-                    let _ = socket.try_send_to(&bytes, from);
-                }
-            }
-        })
-    };
+/// Datagrams per `recvmmsg`/`sendmmsg` call.
+const BATCH: usize = 64;
+/// Socket buffer size asked for (the kernel may cap it).
+const SOCKET_BUFFER: usize = 8 << 20;
+
+fn to_socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// Runs the game loop on `socket`, on the calling thread, forever (or until an IO error).
+///
+/// One thread owns the socket: it receives in batches (`recvmmsg`, up to [`BATCH`] datagrams
+/// per system call, waiting at most until the next tick), ticks on time, and sends the
+/// tick's snapshots in batches (`sendmmsg`). Per-datagram system calls and runtime wake-ups
+/// were what starved the game loop.
+pub fn run_game(arena: Arc<Arena>, socket: std::net::UdpSocket) -> std::io::Result<()> {
+    let fd = socket.as_raw_fd();
+    for opt in [true, false] {
+        let r = if opt {
+            setsockopt(&socket, sockopt::RcvBuf, &SOCKET_BUFFER)
+        } else {
+            setsockopt(&socket, sockopt::SndBuf, &SOCKET_BUFFER)
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not enlarge the socket buffer");
+        }
+    }
     let period = Duration::from_secs(1) / arena.config.tick_hz.max(1);
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let out = arena.metrics.datagrams.with_label_values(&["out"]);
+    let mut next_tick = Instant::now() + period;
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+    let mut bufs = vec![[0u8; 1500]; BATCH];
+    let out_counter = arena.metrics.datagrams.with_label_values(&["out"]);
+    let dropped = arena.metrics.datagrams.with_label_values(&["dropped"]);
+    let mut send = |batch: &[(SocketAddr, Vec<u8>)]| {
+        for chunk in batch.chunks(BATCH) {
+            let slices: Vec<[IoSlice<'_>; 1]> =
+                chunk.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
+            let addrs: Vec<Option<SockaddrStorage>> = chunk
+                .iter()
+                .map(|(a, _)| Some(SockaddrStorage::from(*a)))
+                .collect();
+            let sent = sendmmsg(
+                fd,
+                &mut send_headers,
+                &slices,
+                &addrs,
+                [] as [ControlMessage<'_>; 0],
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map_or(0, Iterator::count);
+            out_counter.inc_by(sent as u64);
+            // A full buffer drops the rest: a late snapshot is worthless next tick.
+            dropped.inc_by((chunk.len() - sent) as u64);
+        }
+    };
     loop {
-        ticker.tick().await;
-        if receiver.is_finished() {
-            return Err(std::io::Error::other("receiver stopped"));
-        }
-        for (addr, bytes) in arena.tick() {
-            // Never wait on a full socket buffer: a late snapshot is worthless next tick.
-            if socket.try_send_to(&bytes, addr).is_ok() {
-                out.inc();
+        let now = Instant::now();
+        if now + Duration::from_micros(50) >= next_tick {
+            let out = arena.tick();
+            send(&out);
+            next_tick += period;
+            if next_tick < now {
+                next_tick = now + period; // we fell behind: skip, never burst
             }
+            continue;
         }
+        socket.set_read_timeout(Some(next_tick - now))?;
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let received: Vec<(SocketAddr, Vec<u8>)> = match recvmmsg(
+            fd,
+            &mut recv_headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        ) {
+            Ok(msgs) => msgs
+                .filter_map(|m| {
+                    let from = m.address.as_ref().and_then(to_socket_addr)?;
+                    let bytes = m.iovs().next()?;
+                    Some((from, bytes[..m.bytes.min(bytes.len())].to_vec()))
+                })
+                .collect(),
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
+            // ICMP errors from earlier sends surface here on Linux; keep going.
+            Err(Errno::ECONNREFUSED) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let replies = arena.handle_batch(received.iter().map(|(a, b)| (*a, b.as_slice())));
+        let replies: Vec<(SocketAddr, Vec<u8>)> = replies
+            .into_iter()
+            .filter_map(|(a, m)| m.encode().ok().map(|b| (a, b)))
+            .collect();
+        send(&replies);
     }
 }
 
