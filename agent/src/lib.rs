@@ -8,6 +8,7 @@
 //! Architecture Invariant: the agent talks to the platform only over its REST API, never to
 //! the state store directly.
 
+pub mod process;
 pub mod supervise;
 
 use std::{
