@@ -14,32 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use mecfed_core::Probe;
 use mecfed_core::{AppId, InstanceId, InstanceState, Port, Resources};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-/// How readiness is checked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
-pub enum Probe {
-    /// A TCP connect to the named port succeeds.
-    Tcp {
-        /// Port name.
-        port: String,
-    },
-    /// An HTTP GET of `path` on the named port answers 2xx.
-    Http {
-        /// Port name.
-        port: String,
-        /// Path.
-        path: String,
-    },
-    /// A UDP datagram to the named port is answered.
-    UdpEcho {
-        /// Port name.
-        port: String,
-    },
-}
 
 /// Everything needed to run one instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -102,6 +102,15 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             "/mecfed/v1/sites/{site_id}/heartbeat",
             put(sites::heartbeat::<S>),
         )
+        .route(
+            "/mecfed/v1/sites/{site_id}/assignments",
+            get(sites::assignments::<S>),
+        )
+        .route(
+            "/mecfed/v1/sites/{site_id}/instances/{instance_id}",
+            put(sites::report_instance::<S>).delete(sites::forget_instance::<S>),
+        )
+        .route("/mecfed/v1/instances", get(sites::list_instances::<S>))
         .with_state(state)
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {

@@ -17,7 +17,9 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
-use mecfed_core::{Resources, Site, SiteId, SiteStatus};
+use mecfed_core::{
+    App, AppId, Instance, InstanceId, InstanceState, Placement, Resources, Site, SiteId, SiteStatus,
+};
 use mecfed_store::{
     LeaseId, Store, StoreError,
     typed::{Resource, TypedError},
@@ -261,6 +263,139 @@ pub(crate) async fn join<S: Store>(
     }))
 }
 
+/// One instance a site must run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    /// Instance id (`<app>-<site>-<index>`).
+    pub instance_id: InstanceId,
+    /// The app to run.
+    pub app: App,
+}
+
+/// `GET /mecfed/v1/sites/{siteId}/assignments` answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignments {
+    /// Store revision the assignments were read at.
+    pub revision: u64,
+    /// Instances to run, in id order.
+    pub assignments: Vec<Assignment>,
+}
+
+/// `PUT /mecfed/v1/sites/{siteId}/instances/{instanceId}` body: what the agent observes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InstanceReport {
+    /// App of the instance.
+    pub app: AppId,
+    /// Lifecycle state.
+    pub state: InstanceState,
+    /// `host:port` UEs reach it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Checks a site's bearer credential against its live lease record.
+async fn check_site<S: Store>(
+    st: &ApiState<S>,
+    id: &SiteId,
+    headers: &HeaderMap,
+) -> Result<SiteLease, ApiError> {
+    let credential = bearer(headers)?;
+    let live = st
+        .store
+        .get::<SiteLease>(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("site {id} holds no live lease; join again")))?;
+    if live.value.credential_sha256 != sha256_hex(credential) {
+        return Err(ApiError::Unauthorized("invalid site credential".into()));
+    }
+    Ok(live.value)
+}
+
+pub(crate) async fn assignments<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Assignments>, ApiError> {
+    let id = site_id(&raw)?;
+    check_site(&st, &id, &headers).await?;
+    let (placements, revision) = st.store.list::<Placement>().await?;
+    let mut out = Vec::new();
+    for p in placements
+        .into_iter()
+        .map(|v| v.value)
+        .filter(|p| p.site == id)
+    {
+        let Some(app) = st.store.get::<App>(p.app.as_str()).await? else {
+            continue; // placed app deleted; its placement goes with it later
+        };
+        for i in 0..p.replicas {
+            match InstanceId::new(format!("{}-{}-{i}", p.app, p.site)) {
+                Ok(instance_id) => out.push(Assignment {
+                    instance_id,
+                    app: app.value.clone(),
+                }),
+                Err(e) => tracing::warn!(error = %e, "instance id too long; skipped"),
+            }
+        }
+    }
+    out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    Ok(Json(Assignments {
+        revision,
+        assignments: out,
+    }))
+}
+
+pub(crate) async fn report_instance<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path((raw_site, raw_instance)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(report): JsonBody<InstanceReport>,
+) -> Result<StatusCode, ApiError> {
+    let site = site_id(&raw_site)?;
+    let id = InstanceId::new(raw_instance)?;
+    check_site(&st, &site, &headers).await?;
+    let instance = Instance {
+        id: id.clone(),
+        app: report.app,
+        site,
+        state: report.state,
+        endpoint: report.endpoint,
+    };
+    let current = st.store.get::<Instance>(id.as_str()).await?;
+    if current.as_ref().map(|c| &c.value) != Some(&instance) {
+        st.store.put(&instance).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn forget_instance<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path((raw_site, raw_instance)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let site = site_id(&raw_site)?;
+    let id = InstanceId::new(raw_instance)?;
+    check_site(&st, &site, &headers).await?;
+    if let Some(current) = st.store.get::<Instance>(id.as_str()).await?
+        && current.value.site == site
+    {
+        st.store
+            .delete::<Instance>(id.as_str(), Some(current.revision))
+            .await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn list_instances<S: Store>(
+    State(st): State<ApiState<S>>,
+) -> Result<Json<Vec<Instance>>, ApiError> {
+    let (all, _) = st.store.list::<Instance>().await?;
+    Ok(Json(all.into_iter().map(|v| v.value).collect()))
+}
+
 pub(crate) async fn heartbeat<S: Store>(
     State(st): State<ApiState<S>>,
     Path(raw): Path<String>,
@@ -268,17 +403,9 @@ pub(crate) async fn heartbeat<S: Store>(
     JsonBody(hb): JsonBody<Heartbeat>,
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     let id = site_id(&raw)?;
-    let credential = bearer(&headers)?;
     let gone = || ApiError::NotFound(format!("site {id} holds no live lease; join again"));
-    let live = st
-        .store
-        .get::<SiteLease>(id.as_str())
-        .await?
-        .ok_or_else(gone)?;
-    if live.value.credential_sha256 != sha256_hex(credential) {
-        return Err(ApiError::Unauthorized("invalid site credential".into()));
-    }
-    if live.value.lease != hb.lease_id {
+    let live = check_site(&st, &id, &headers).await?;
+    if live.lease != hb.lease_id {
         return Err(ApiError::Conflict(format!(
             "lease {} is not the site's current lease",
             hb.lease_id

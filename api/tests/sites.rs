@@ -260,3 +260,85 @@ async fn join_tokens_and_lookups_validate() {
         .await;
     assert_eq!(s, 400);
 }
+
+#[tokio::test]
+async fn assignments_follow_placements_and_agents_report_instances() {
+    use mecfed_core::{App, AppId, AppQos, Artefact, Placement, Port, Protocol};
+    let api = api();
+    let token = api.token().await;
+    let (_, join) = api.call("POST", JOIN, Some(&token), Some(site("s1"))).await;
+    let cred = join["siteCredential"].as_str().unwrap().to_string();
+    let typed = Typed::new(api.store.clone());
+    let app = App {
+        id: AppId::new("arena").unwrap(),
+        developer: mecfed_core::DeveloperId::new("studio").unwrap(),
+        name: "Arena".into(),
+        version: "1".into(),
+        artefact: Artefact::Process {
+            command: "arena".into(),
+            args: vec![],
+            env: Default::default(),
+        },
+        ports: vec![Port {
+            name: "game".into(),
+            port: 0,
+            protocol: Protocol::Udp,
+        }],
+        resources: Resources::parse("cpu=500m").unwrap(),
+        readiness: None,
+        qos: AppQos {
+            latency_budget_ms: 20,
+            five_qi: None,
+            max_sessions_per_instance: 50,
+            demand_areas: vec![],
+        },
+        stateful: true,
+    };
+    typed.put(&app).await.unwrap();
+    for (site, replicas) in [("s1", 2), ("s2", 1)] {
+        typed
+            .put(&Placement {
+                app: app.id.clone(),
+                site: SiteId::new(site).unwrap(),
+                replicas,
+            })
+            .await
+            .unwrap();
+    }
+    let url = "/mecfed/v1/sites/s1/assignments";
+    let (s, _) = api.call("GET", url, Some("wrong"), None).await;
+    assert_eq!(s, 401);
+    let (s, v) = api.call("GET", url, Some(&cred), None).await;
+    assert_eq!(s, 200, "{v}");
+    let ids: Vec<&str> = v["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["instanceId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["arena-s1-0", "arena-s1-1"]);
+    assert_eq!(v["assignments"][0]["app"]["id"], "arena");
+
+    let report = json!({"app": "arena", "state": "Ready", "endpoint": "127.0.0.1:7000"});
+    let inst = "/mecfed/v1/sites/s1/instances/arena-s1-0";
+    let (s, _) = api
+        .call("PUT", inst, Some(&cred), Some(report.clone()))
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = api.call("PUT", inst, Some("wrong"), Some(report)).await;
+    assert_eq!(s, 401);
+    let bad = json!({"app": "arena", "state": "Dancing"});
+    let (s, _) = api.call("PUT", inst, Some(&cred), Some(bad)).await;
+    assert_eq!(s, 400);
+    let (_, list) = api.call("GET", "/mecfed/v1/instances", None, None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["site"], "s1");
+    assert_eq!(list[0]["state"], "Ready");
+    assert_eq!(list[0]["endpoint"], "127.0.0.1:7000");
+    let (s, _) = api.call("DELETE", inst, Some(&cred), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.call("DELETE", inst, Some(&cred), None).await;
+    assert_eq!(s, 204, "idempotent");
+    let (_, list) = api.call("GET", "/mecfed/v1/instances", None, None).await;
+    assert_eq!(list, json!([]));
+}

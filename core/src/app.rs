@@ -53,6 +53,38 @@ pub struct Port {
     pub protocol: Protocol,
 }
 
+/// How an agent checks that an instance is ready to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind", deny_unknown_fields)]
+pub enum Probe {
+    /// A TCP connect to the named port succeeds.
+    Tcp {
+        /// Port name.
+        port: String,
+    },
+    /// An HTTP GET of `path` on the named port answers 2xx.
+    Http {
+        /// Port name.
+        port: String,
+        /// Path, starting with `/`.
+        path: String,
+    },
+    /// A UDP datagram to the named port is answered.
+    UdpEcho {
+        /// Port name.
+        port: String,
+    },
+}
+
+impl Probe {
+    /// The port the probe uses.
+    pub fn port(&self) -> &str {
+        match self {
+            Self::Tcp { port } | Self::Http { port, .. } | Self::UdpEcho { port } => port,
+        }
+    }
+}
+
 /// Where users of an app are expected, and how many at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -102,6 +134,9 @@ pub struct App {
     pub ports: Vec<Port>,
     /// Resources per instance.
     pub resources: Resources,
+    /// Readiness check; without one, a started instance counts as ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Probe>,
     /// QoS.
     pub qos: AppQos,
     /// Whether sessions carry state that must move on relocation.
@@ -142,6 +177,20 @@ impl App {
                 "ports.name",
                 "port names must be unique",
             )?;
+        }
+        if let Some(p) = &self.readiness {
+            ensure(
+                self.ports.iter().any(|port| port.name == p.port()),
+                "readiness.port",
+                "must name one of the app's ports",
+            )?;
+            if let Probe::Http { path, .. } = p {
+                ensure(
+                    path.starts_with('/'),
+                    "readiness.path",
+                    "must start with '/'",
+                )?;
+            }
         }
         let q = &self.qos;
         ensure(
@@ -277,6 +326,9 @@ mod tests {
                 protocol: Protocol::Udp,
             }],
             resources: Resources::parse("cpu=500m,memory=256Mi,sessions=50").unwrap(),
+            readiness: Some(Probe::UdpEcho {
+                port: "game".into(),
+            }),
             qos: AppQos {
                 latency_budget_ms: 20,
                 five_qi: Some(80),
@@ -314,6 +366,11 @@ mod tests {
         let mut a = app();
         a.ports.push(a.ports[0].clone());
         assert_eq!(a.validate().unwrap_err().field, "ports.name");
+        let mut a = app();
+        a.readiness = Some(Probe::Tcp {
+            port: "nope".into(),
+        });
+        assert_eq!(a.validate().unwrap_err().field, "readiness.port");
         let mut a = app();
         a.artefact = Artefact::Container { image: "".into() };
         assert_eq!(a.validate().unwrap_err().field, "artefact.image");

@@ -17,7 +17,7 @@ mod ue;
 
 pub use app::{
     App, AppQos, Artefact, DemandArea, Instance, InstanceState, Placement, PlacementPolicy, Port,
-    Protocol,
+    Probe, Protocol,
 };
 pub use error::ValidationError;
 pub use geo_point::GeoPoint;
