@@ -3,7 +3,9 @@
 use std::{future::Future, pin::Pin, sync::Arc};
 
 use anyhow::Context;
-use mecfed_agent::{AgentConfig, AgentMetrics, Joined};
+use mecfed_agent::{
+    AgentConfig, AgentMetrics, Joined, process::ProcessConfig, supervise::SuperviseConfig,
+};
 use mecfed_api::{AdminState, ReadyProbe, admin_router, serve};
 use mecfed_core::{GeoPoint, OperatorId, Site, SiteId, ZoneId};
 use prometheus::Registry;
@@ -67,6 +69,13 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         site,
         controller: args.controller.clone(),
         join_token: args.join_token.clone(),
+        data_dir: args.data_dir.clone(),
+        process: ProcessConfig {
+            log_dir: args.data_dir.join("logs"),
+            log_cap: args.log_cap,
+            advertise: args.advertise,
+            supervise: SuperviseConfig::default(),
+        },
     };
     let result = mecfed_agent::run(config, metrics, joined, async {
         let _ = crate::shutdown_signal().await;

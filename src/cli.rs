@@ -87,6 +87,19 @@ pub struct AgentArgs {
         default_value = "127.0.0.1:9091"
     )]
     pub admin_listen: SocketAddr,
+    /// Directory for the desired state and instance logs.
+    #[arg(
+        long,
+        env = "MECFED_AGENT_DATA_DIR",
+        default_value = "./mecfed-agent-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Address instances are reached on (their endpoints).
+    #[arg(long, env = "MECFED_ADVERTISE", default_value = "127.0.0.1")]
+    pub advertise: std::net::Ipv4Addr,
+    /// Size at which an instance's log file rotates, in bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub log_cap: u64,
 }
 
 /// Access kinds on the command line.

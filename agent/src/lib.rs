@@ -1,17 +1,20 @@
 //! The edge-site agent: joins the operator platform with a join token, then keeps the site's
 //! lease alive with heartbeats, and joins again whenever the platform says the lease is gone.
 //!
-//! While the platform is unreachable the agent keeps trying with back-off and never exits:
-//! what runs on the site keeps running (edge autonomy; instance supervision arrives with the
-//! rest of the edge-site issue).
+//! Beside that loop, the [`reconcile`] loop runs the site's assigned instances as supervised
+//! processes ([`process`], decisions in [`supervise`]). While the platform is unreachable
+//! the agent keeps trying with back-off and never exits, and what runs on the site keeps
+//! running from the desired state the agent keeps on disk (edge autonomy).
 //!
 //! Architecture Invariant: the agent talks to the platform only over its REST API, never to
 //! the state store directly.
 
 pub mod process;
+pub mod reconcile;
 pub mod supervise;
 
 use std::{
+    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -37,6 +40,10 @@ pub struct AgentConfig {
     pub controller: String,
     /// Join token from `mecfed ctl join-token create`.
     pub join_token: String,
+    /// Where the agent keeps its desired state.
+    pub data_dir: PathBuf,
+    /// How instances run.
+    pub process: process::ProcessConfig,
 }
 
 /// Why the agent stopped.
@@ -55,6 +62,9 @@ pub enum AgentError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
+    /// The local desired state could not be read.
+    #[error("cannot load the agent's state from its data directory")]
+    State(#[source] std::io::Error),
 }
 
 /// Agent metrics.
@@ -128,13 +138,29 @@ pub async fn run(
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(AgentError::Client)?;
-    tokio::select! {
-        r = run_loop(&client, &config, &metrics, &joined) => r,
+    let (credential_tx, credential_rx) = tokio::sync::watch::channel(None);
+    let reconciler = reconcile::Reconciler::new(
+        config.controller.clone(),
+        config.site.id.clone(),
+        credential_rx,
+        config.process.clone(),
+        &config.data_dir,
+    )
+    .map_err(AgentError::State)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let instances = tokio::spawn(reconciler.run(async {
+        let _ = stop_rx.await;
+    }));
+    let result = tokio::select! {
+        r = run_loop(&client, &config, &metrics, &joined, &credential_tx) => r,
         () = shutdown => {
             tracing::info!("agent stopping");
             Ok(())
         }
-    }
+    };
+    let _ = stop_tx.send(());
+    let _ = instances.await;
+    result
 }
 
 async fn run_loop(
@@ -142,6 +168,7 @@ async fn run_loop(
     config: &AgentConfig,
     metrics: &AgentMetrics,
     joined: &Joined,
+    credential: &tokio::sync::watch::Sender<Option<String>>,
 ) -> Result<(), AgentError> {
     let site_id = config.site.id.to_string();
     let mut backoff = Duration::from_millis(200);
@@ -167,6 +194,7 @@ async fn run_loop(
         metrics.joins.with_label_values(&["ok"]).inc();
         metrics.joined.set(1);
         joined.set(true);
+        credential.send_replace(Some(join.site_credential.clone()));
         backoff = Duration::from_millis(200);
         tracing::info!(site = %site_id, lease = join.lease_id, "joined the platform");
         let every = Duration::from_secs(join.heartbeat_seconds.max(1));
@@ -193,6 +221,7 @@ async fn run_loop(
         }
         metrics.joined.set(0);
         joined.set(false);
+        credential.send_replace(None);
     }
 }
 

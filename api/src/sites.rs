@@ -294,6 +294,9 @@ pub struct InstanceReport {
     /// `host:port` UEs reach it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Process id on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 /// Checks a site's bearer credential against its live lease record.
@@ -363,6 +366,7 @@ pub(crate) async fn report_instance<S: Store>(
         site,
         state: report.state,
         endpoint: report.endpoint,
+        pid: report.pid,
     };
     let current = st.store.get::<Instance>(id.as_str()).await?;
     if current.as_ref().map(|c| &c.value) != Some(&instance) {

@@ -303,6 +303,9 @@ pub struct Instance {
     /// `host:port` UEs reach it on, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Process id on its node, while running (edge nodes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
 }
 
 #[cfg(test)]

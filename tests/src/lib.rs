@@ -14,28 +14,36 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-/// The `mecfed` binary of this workspace, built (once per test process) by `cargo build` so
-/// that it is never stale.
+/// Builds `bin` of `package` with cargo (a no-op when fresh) and returns its path.
+fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build of {bin} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let path = target.join("debug").join(bin);
+    assert!(path.exists(), "{} missing after build", path.display());
+    path
+}
+
+/// The `mecfed` binary of this workspace, built (once per test process) so it is never stale.
 pub fn mecfed_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "-p", "mecfed", "--bin", "mecfed"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "cargo build of mecfed failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("mecfed");
-        assert!(bin.exists(), "{} missing after build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| workspace_bin("mecfed", "mecfed"))
+}
+
+/// The `arena` game server binary of this workspace.
+pub fn arena_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("arena", "arena"))
 }
 
 /// A free TCP port on 127.0.0.1 (released before return; fine for tests).

@@ -1,0 +1,267 @@
+//! Keeps the site's instances in line with the platform's assignments.
+//!
+//! Each round: fetch the assignments (when the agent holds a credential and the platform
+//! answers), keep them durably as the desired state, apply [`plan`] through the process
+//! shell, and report every instance whose status changed. When the platform cannot be
+//! reached, the last desired state (also loaded from disk when the agent starts) stays in
+//! force: running instances keep running, crashed ones are restarted, nothing is torn down.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use mecfed_api::sites::{Assignments, InstanceReport};
+use mecfed_core::{AppId, Artefact, InstanceId, SiteId};
+use tokio::sync::watch;
+
+use crate::{
+    process::{InstanceHandle, InstanceStatus, ProcessConfig, start},
+    supervise::{Change, InstanceSpec, plan},
+};
+
+/// Time between reconcile rounds.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+struct Running {
+    hash: String,
+    app: AppId,
+    handle: InstanceHandle,
+}
+
+/// The reconcile loop of one agent.
+pub struct Reconciler {
+    client: reqwest::Client,
+    controller: String,
+    site: SiteId,
+    credential: watch::Receiver<Option<String>>,
+    process: ProcessConfig,
+    state_path: PathBuf,
+    desired: BTreeMap<InstanceId, InstanceSpec>,
+    running: BTreeMap<InstanceId, Running>,
+    reported: BTreeMap<InstanceId, InstanceStatus>,
+    /// The credential `reported` was sent with.
+    reported_with: Option<String>,
+}
+
+/// The spec to run for an assignment; `None` for artefacts an edge node cannot run.
+fn spec_of(a: &mecfed_api::sites::Assignment) -> Option<InstanceSpec> {
+    let Artefact::Process { command, args, env } = &a.app.artefact else {
+        tracing::warn!(instance = %a.instance_id, "container artefacts need a Kubernetes site");
+        return None;
+    };
+    Some(InstanceSpec {
+        id: a.instance_id.clone(),
+        app: a.app.id.clone(),
+        command: command.clone(),
+        args: args.clone(),
+        env: env.clone(),
+        ports: a.app.ports.clone(),
+        probe: a.app.readiness.clone(),
+        resources: a.app.resources,
+    })
+}
+
+/// Writes `value` to `path` durably: temporary file, fsync, rename, fsync of the directory.
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+impl Reconciler {
+    /// A reconciler for `site`, with its desired state kept in `data_dir/desired.json`.
+    pub fn new(
+        controller: String,
+        site: SiteId,
+        credential: watch::Receiver<Option<String>>,
+        process: ProcessConfig,
+        data_dir: &Path,
+    ) -> std::io::Result<Self> {
+        let state_path = data_dir.join("desired.json");
+        let desired = match std::fs::read(&state_path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e),
+        };
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(std::io::Error::other)?;
+        Ok(Self {
+            client,
+            controller: controller.trim_end_matches('/').to_string(),
+            site,
+            credential,
+            process,
+            state_path,
+            desired,
+            running: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            reported_with: None,
+        })
+    }
+
+    /// Runs rounds until `shutdown` resolves, then stops every instance gracefully.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            self.round().await;
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(RECONCILE_EVERY) => {}
+            }
+        }
+        for (id, r) in std::mem::take(&mut self.running) {
+            tracing::info!(instance = %id, "stopping");
+            r.handle.stop().await;
+        }
+    }
+
+    async fn round(&mut self) {
+        let credential = self.credential.borrow().clone();
+        if credential != self.reported_with {
+            // A new join: the platform may have lost what we told it, so tell it again.
+            self.reported.clear();
+            self.reported_with.clone_from(&credential);
+        }
+        if let Some(cred) = &credential {
+            match self.fetch(cred).await {
+                Ok(desired) if desired != self.desired => {
+                    if let Err(e) = write_durably(
+                        &self.state_path,
+                        &serde_json::to_vec(&desired).expect("specs serialize"),
+                    ) {
+                        tracing::error!(error = %e, "cannot keep the desired state on disk");
+                    }
+                    self.desired = desired;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "assignments unavailable; keeping the last ones")
+                }
+            }
+        }
+        self.apply().await;
+        if let Some(cred) = &credential {
+            self.report(cred).await;
+        }
+    }
+
+    async fn fetch(
+        &self,
+        cred: &str,
+    ) -> Result<BTreeMap<InstanceId, InstanceSpec>, reqwest::Error> {
+        let url = format!(
+            "{}/mecfed/v1/sites/{}/assignments",
+            self.controller, self.site
+        );
+        let a: Assignments = self
+            .client
+            .get(url)
+            .bearer_auth(cred)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(a.assignments
+            .iter()
+            .filter_map(spec_of)
+            .map(|s| (s.id.clone(), s))
+            .collect())
+    }
+
+    async fn apply(&mut self) {
+        let hashes: BTreeMap<InstanceId, String> = self
+            .running
+            .iter()
+            .map(|(id, r)| (id.clone(), r.hash.clone()))
+            .collect();
+        for change in plan(&self.desired, &hashes) {
+            match change {
+                Change::Stop(id) => {
+                    if let Some(r) = self.running.remove(&id) {
+                        tracing::info!(instance = %id, "no longer assigned; stopping");
+                        r.handle.stop().await;
+                        self.forget(&id).await;
+                    }
+                }
+                Change::Replace(id) => {
+                    if let Some(r) = self.running.remove(&id) {
+                        tracing::info!(instance = %id, "spec changed; replacing");
+                        r.handle.stop().await;
+                    }
+                    self.start(&id);
+                }
+                Change::Start(id) => self.start(&id),
+            }
+        }
+    }
+
+    fn start(&mut self, id: &InstanceId) {
+        let Some(spec) = self.desired.get(id).cloned() else {
+            return;
+        };
+        let hash = spec.hash();
+        let app = spec.app.clone();
+        match start(spec, self.process.clone()) {
+            Ok(handle) => {
+                self.running
+                    .insert(id.clone(), Running { hash, app, handle });
+            }
+            Err(e) => tracing::error!(instance = %id, error = %e, "cannot start"),
+        }
+    }
+
+    async fn report(&mut self, cred: &str) {
+        let mut sent = Vec::new();
+        for (id, r) in &self.running {
+            let status = r.handle.status.borrow().clone();
+            if self.reported.get(id) == Some(&status) {
+                continue;
+            }
+            let url = format!(
+                "{}/mecfed/v1/sites/{}/instances/{id}",
+                self.controller, self.site
+            );
+            let body = InstanceReport {
+                app: r.app.clone(),
+                state: status.state,
+                endpoint: status.endpoint.clone(),
+                pid: status.pid,
+            };
+            let ok = self
+                .client
+                .put(url)
+                .bearer_auth(cred)
+                .json(&body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ok {
+                sent.push((id.clone(), status));
+            }
+        }
+        self.reported.extend(sent);
+    }
+
+    async fn forget(&mut self, id: &InstanceId) {
+        self.reported.remove(id);
+        let Some(cred) = self.credential.borrow().clone() else {
+            return;
+        };
+        let url = format!(
+            "{}/mecfed/v1/sites/{}/instances/{id}",
+            self.controller, self.site
+        );
+        let _ = self.client.delete(url).bearer_auth(cred).send().await;
+    }
+}

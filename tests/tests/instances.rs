@@ -1,0 +1,222 @@
+//! Instances on edge sites across real processes: `mecfed up` on a real etcd, three agents,
+//! `arena` placements (written through the typed store layer, as the issue allows until the
+//! scheduler lands), a 30 s platform outage that no instance notices, and a killed agent.
+
+use std::{
+    collections::BTreeMap,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Result, bail};
+use arena_proto::{ClientMsg, ServerMsg, decode_server};
+use mecfed_core::{
+    App, AppId, AppQos, Artefact, DeveloperId, Instance, InstanceState, Placement, Port, Probe,
+    Protocol, Resources, SiteId,
+};
+use mecfed_e2e::{Proc, arena_bin, free_port, get, mecfed_bin, wait_for_status};
+use mecfed_store::{EtcdStore, testing::EtcdProcess, typed::Typed};
+
+const START: Duration = Duration::from_secs(60);
+
+fn up(etcd: &str, api: u16, admin: u16) -> Proc {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.arg("up")
+        .args(["--store", etcd])
+        .args(["--listen", &format!("127.0.0.1:{api}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
+    Proc::spawn("mecfed up", &mut cmd).unwrap()
+}
+
+fn agent(server: &str, token: &str, site: &str, data: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.arg("agent")
+        .args(["--site-id", site, "--operator", "op-a", "--region", "cork"])
+        .args(["--zone", "cork-z1", "--lat", "51.9", "--lon", "-8.47"])
+        .args(["--capacity", "cpu=4000m,memory=8Gi,sessions=200"])
+        .args(["--controller", server, "--join-token", token])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(data.join(site));
+    Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
+}
+
+fn arena_app() -> App {
+    App {
+        id: AppId::new("arena").unwrap(),
+        developer: DeveloperId::new("studio").unwrap(),
+        name: "Arena".into(),
+        version: "1".into(),
+        artefact: Artefact::Process {
+            command: arena_bin().to_str().unwrap().into(),
+            args: [
+                "--game-listen",
+                "{host}:{port:game}",
+                "--control-listen",
+                "{host}:{port:control}",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: BTreeMap::new(),
+        },
+        ports: vec![
+            Port {
+                name: "game".into(),
+                port: 0,
+                protocol: Protocol::Udp,
+            },
+            Port {
+                name: "control".into(),
+                port: 0,
+                protocol: Protocol::Tcp,
+            },
+        ],
+        resources: Resources::parse("cpu=500m,memory=128Mi,sessions=50").unwrap(),
+        readiness: Some(Probe::Http {
+            port: "control".into(),
+            path: "/ready".into(),
+        }),
+        qos: AppQos {
+            latency_budget_ms: 30,
+            five_qi: None,
+            max_sessions_per_instance: 50,
+            demand_areas: vec![],
+        },
+        stateful: true,
+    }
+}
+
+async fn instances(server: &str) -> Result<Vec<Instance>> {
+    let (status, body) = get(&format!("{server}/mecfed/v1/instances")).await?;
+    if status != 200 {
+        bail!("{status}: {body}");
+    }
+    Ok(serde_json::from_str(&body)?)
+}
+
+async fn wait_all_ready(server: &str, n: usize) -> Vec<Instance> {
+    let deadline = Instant::now() + START;
+    loop {
+        if let Ok(list) = instances(server).await
+            && list.len() == n
+            && list
+                .iter()
+                .all(|i| i.state == InstanceState::Ready && i.endpoint.is_some() && i.pid.is_some())
+        {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "instances not all Ready in time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn ping(endpoint: &str) -> bool {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for attempt in 0..10u64 {
+        let msg = ClientMsg::Ping {
+            client_time_us: attempt,
+        };
+        if sock.send_to(&msg.encode(), endpoint).await.is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 1500];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await
+            && matches!(decode_server(&buf[..n]), Ok(ServerMsg::Pong { .. }))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
+    let etcd = EtcdProcess::start().expect("a real etcd must start");
+    let store_url = format!("etcd://{}", etcd.endpoint().trim_start_matches("http://"));
+    let dir = tempfile::tempdir().unwrap();
+    let (api, admin) = (free_port(), free_port());
+    let server = format!("http://127.0.0.1:{api}");
+    let ready = format!("http://127.0.0.1:{admin}/ready");
+    let mut platform = up(&store_url, api, admin);
+    wait_for_status(&ready, 200, START).await.unwrap();
+
+    let out = Command::new(mecfed_bin())
+        .args(["ctl", "--server", &server, "join-token", "create"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _a1 = agent(&server, &token, "s1", dir.path());
+    let _a2 = agent(&server, &token, "s2", dir.path());
+    let a3 = agent(&server, &token, "s3", dir.path());
+
+    // Placements straight into the store, as the scheduler will write them.
+    let typed = Typed::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
+    typed.put(&arena_app()).await.unwrap();
+    for site in ["s1", "s2", "s3"] {
+        typed
+            .put(&Placement {
+                app: AppId::new("arena").unwrap(),
+                site: SiteId::new(site).unwrap(),
+                replicas: 1,
+            })
+            .await
+            .unwrap();
+    }
+    let before = wait_all_ready(&server, 3).await;
+    for i in &before {
+        assert!(
+            ping(i.endpoint.as_deref().unwrap()).await,
+            "{} answers on its endpoint",
+            i.id
+        );
+    }
+    let pids: BTreeMap<String, u32> = before
+        .iter()
+        .map(|i| (i.id.to_string(), i.pid.unwrap()))
+        .collect();
+
+    // The platform goes away for 30 s; instances keep serving, nobody restarts them.
+    platform.terminate().unwrap();
+    assert!(
+        platform
+            .wait_exit(Duration::from_secs(20))
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    for i in &before {
+        assert!(
+            alive(i.pid.unwrap()),
+            "{} still runs during the outage",
+            i.id
+        );
+        assert!(ping(i.endpoint.as_deref().unwrap()).await);
+    }
+    let _platform = up(&store_url, api, admin);
+    wait_for_status(&ready, 200, START).await.unwrap();
+    let after = wait_all_ready(&server, 3).await;
+    let pids_after: BTreeMap<String, u32> = after
+        .iter()
+        .map(|i| (i.id.to_string(), i.pid.unwrap()))
+        .collect();
+    assert_eq!(pids_after, pids, "no instance was restarted");
+
+    // A killed agent's site turns NotReady within the lease TTL (10 s); bounded wait.
+    drop(a3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get(&format!("{server}/mecfed/v1/sites/s3")).await.unwrap();
+        let site: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if site["status"] == "NotReady" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "s3 still {}", site["status"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
