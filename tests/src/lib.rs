@@ -140,3 +140,57 @@ pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Result<
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A network namespace for one site, built by `deploy/netns-site.sh` and removed on drop.
+#[derive(Debug)]
+pub struct NetnsSite {
+    name: String,
+    index: u8,
+}
+
+impl NetnsSite {
+    /// Creates namespace `name` with subnet `10.203.<index>.0/24` (host `.1`, site `.2`).
+    pub fn up(name: &str, index: u8) -> Result<Self> {
+        let status = Command::new(Self::script())
+            .args(["up", name, &index.to_string()])
+            .status()
+            .context("running deploy/netns-site.sh (needs root and iproute2)")?;
+        if !status.success() {
+            bail!("deploy/netns-site.sh up {name} {index} failed: {status}");
+        }
+        Ok(Self {
+            name: name.to_string(),
+            index,
+        })
+    }
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .join("deploy/netns-site.sh")
+    }
+
+    /// The namespace name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The host's address on the link.
+    pub fn host_addr(&self) -> String {
+        format!("10.203.{}.1", self.index)
+    }
+
+    /// The site's address inside the namespace.
+    pub fn site_addr(&self) -> String {
+        format!("10.203.{}.2", self.index)
+    }
+}
+
+impl Drop for NetnsSite {
+    fn drop(&mut self) {
+        let _ = Command::new(Self::script())
+            .args(["down", &self.name, &self.index.to_string()])
+            .status();
+    }
+}

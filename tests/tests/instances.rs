@@ -1,4 +1,5 @@
-//! Instances on edge sites across real processes: `mecfed up` on a real etcd, three agents,
+//! Instances on edge sites across real processes: `mecfed up` on a real etcd, three agents
+//! (two of them in their own network namespaces, so sites have distinct addresses),
 //! `arena` placements (written through the typed store layer, as the issue allows until the
 //! scheduler lands), a 30 s platform outage that no instance notices, and a killed agent.
 
@@ -14,27 +15,52 @@ use mecfed_core::{
     App, AppId, AppQos, Artefact, DeveloperId, Instance, InstanceState, Placement, Port, Probe,
     Protocol, Resources, SiteId,
 };
-use mecfed_e2e::{Proc, arena_bin, free_port, get, mecfed_bin, wait_for_status};
+use mecfed_e2e::{NetnsSite, Proc, arena_bin, free_port, get, mecfed_bin, wait_for_status};
 use mecfed_store::{EtcdStore, testing::EtcdProcess, typed::Typed};
 
 const START: Duration = Duration::from_secs(60);
 
 fn up(etcd: &str, api: u16, admin: u16) -> Proc {
     let mut cmd = Command::new(mecfed_bin());
+    // All interfaces: the sites in namespaces reach the platform over their veth links.
     cmd.arg("up")
         .args(["--store", etcd])
-        .args(["--listen", &format!("127.0.0.1:{api}")])
+        .args(["--listen", &format!("0.0.0.0:{api}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
     Proc::spawn("mecfed up", &mut cmd).unwrap()
 }
 
-fn agent(server: &str, token: &str, site: &str, data: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(mecfed_bin());
+/// An agent, on the host or inside `netns` (then it reaches the platform at the host's
+/// address on the link and advertises its own).
+fn agent(
+    api: u16,
+    token: &str,
+    site: &str,
+    data: &std::path::Path,
+    netns: Option<&NetnsSite>,
+) -> Proc {
+    let (mut cmd, server, advertise) = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns.name()]).arg(mecfed_bin());
+            (
+                c,
+                format!("http://{}:{api}", ns.host_addr()),
+                ns.site_addr(),
+            )
+        }
+        None => (
+            Command::new(mecfed_bin()),
+            format!("http://127.0.0.1:{api}"),
+            "127.0.0.1".to_string(),
+        ),
+    };
     cmd.arg("agent")
+        .args(["--advertise", &advertise])
         .args(["--site-id", site, "--operator", "op-a", "--region", "cork"])
         .args(["--zone", "cork-z1", "--lat", "51.9", "--lon", "-8.47"])
         .args(["--capacity", "cpu=4000m,memory=8Gi,sessions=200"])
-        .args(["--controller", server, "--join-token", token])
+        .args(["--controller", &server, "--join-token", token])
         .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--data-dir")
         .arg(data.join(site));
@@ -111,7 +137,8 @@ async fn wait_all_ready(server: &str, n: usize) -> Vec<Instance> {
 }
 
 async fn ping(endpoint: &str) -> bool {
-    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Any local address: the site may sit behind a veth link, not on loopback.
+    let sock = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
     for attempt in 0..10u64 {
         let msg = ClientMsg::Ping {
             client_time_us: attempt,
@@ -151,9 +178,13 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
         .unwrap();
     assert!(out.status.success());
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let _a1 = agent(&server, &token, "s1", dir.path());
-    let _a2 = agent(&server, &token, "s2", dir.path());
-    let a3 = agent(&server, &token, "s3", dir.path());
+    // Namespace indices from the process id, so concurrent runs do not collide.
+    let base = (std::process::id() % 120) as u8 * 2 + 1;
+    let ns1 = NetnsSite::up(&format!("mecfed-e2e-{base}"), base).expect("namespace s1");
+    let ns2 = NetnsSite::up(&format!("mecfed-e2e-{}", base + 1), base + 1).expect("namespace s2");
+    let _a1 = agent(api, &token, "s1", dir.path(), Some(&ns1));
+    let _a2 = agent(api, &token, "s2", dir.path(), Some(&ns2));
+    let a3 = agent(api, &token, "s3", dir.path(), None);
 
     // Placements straight into the store, as the scheduler will write them.
     let typed = Typed::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
@@ -169,6 +200,16 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
             .unwrap();
     }
     let before = wait_all_ready(&server, 3).await;
+    let endpoint_of = |site: &str| {
+        before
+            .iter()
+            .find(|i| i.site.as_str() == site)
+            .and_then(|i| i.endpoint.clone())
+            .unwrap()
+    };
+    assert!(endpoint_of("s1").starts_with(&format!("{}:", ns1.site_addr())));
+    assert!(endpoint_of("s2").starts_with(&format!("{}:", ns2.site_addr())));
+    assert!(endpoint_of("s3").starts_with("127.0.0.1:"));
     for i in &before {
         assert!(
             ping(i.endpoint.as_deref().unwrap()).await,
