@@ -4,7 +4,8 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use anyhow::Context;
 use mecfed_agent::{
-    AgentConfig, AgentMetrics, Joined, process::ProcessConfig, supervise::SuperviseConfig,
+    AgentConfig, AgentMetrics, Joined, limits::Limits, process::ProcessConfig,
+    supervise::SuperviseConfig,
 };
 use mecfed_api::{AdminState, ReadyProbe, admin_router, serve};
 use mecfed_core::{GeoPoint, OperatorId, Site, SiteId, ZoneId};
@@ -30,7 +31,12 @@ fn site(args: &AgentArgs) -> anyhow::Result<Site> {
 }
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
-    let site = site(&args).context("invalid site description")?;
+    let mut site = site(&args).context("invalid site description")?;
+    let limits = Limits::detect(site.id.as_str());
+    if let Limits::None { reason } = &limits {
+        tracing::warn!(%reason, "instance CPU and memory limits are not enforced on this site");
+    }
+    site.limit_enforcement = limits.enforcement();
     let registry = Registry::new();
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
@@ -75,6 +81,7 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
             log_cap: args.log_cap,
             advertise: args.advertise,
             supervise: SuperviseConfig::default(),
+            limits: Arc::new(limits),
         },
     };
     let result = mecfed_agent::run(config, metrics, joined, async {

@@ -9,6 +9,7 @@
 //! Architecture Invariant: the agent talks to the platform only over its REST API, never to
 //! the state store directly.
 
+pub mod limits;
 pub mod process;
 pub mod reconcile;
 pub mod supervise;

@@ -36,6 +36,8 @@ pub struct ProcessConfig {
     pub advertise: Ipv4Addr,
     /// Restart and stop timing.
     pub supervise: SuperviseConfig,
+    /// How CPU and memory limits are applied.
+    pub limits: std::sync::Arc<crate::limits::Limits>,
 }
 
 /// What an instance looks like from outside.
@@ -142,6 +144,10 @@ async fn run(
                     Ok(c) => {
                         let pid = c.id().unwrap_or(0);
                         tracing::info!(instance = %spec.id, pid, "started");
+                        if let Err(e) = config.limits.apply(spec.id.as_str(), pid, &spec.resources)
+                        {
+                            tracing::warn!(instance = %spec.id, error = %e, "cannot apply limits");
+                        }
                         sup.handle_spawned(Instant::now(), pid);
                         if spec.probe.is_none() {
                             sup.handle_probe(true);
@@ -178,6 +184,7 @@ async fn run(
             changed
         });
         if sup.is_stopped() {
+            config.limits.remove(spec.id.as_str());
             return;
         }
         let deadline = sup.poll_timeout().map(tokio::time::Instant::from_std);

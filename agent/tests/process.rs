@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
 use mecfed_agent::{
+    limits::Limits,
     process::{InstanceHandle, InstanceStatus, ProcessConfig, start},
     supervise::{InstanceSpec, Probe, SuperviseConfig},
 };
@@ -35,6 +36,9 @@ fn config(dir: &std::path::Path) -> ProcessConfig {
             stable_after: Duration::from_secs(60),
             grace: Duration::from_millis(300),
         },
+        limits: std::sync::Arc::new(Limits::None {
+            reason: "not under test here".into(),
+        }),
     }
 }
 
@@ -173,4 +177,51 @@ async fn readiness_follows_the_http_probe() {
     let port = st.ports["http"];
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     h.stop().await;
+}
+
+#[tokio::test]
+async fn memory_and_cpu_limits_are_enforced_with_the_hosts_cgroups() {
+    use mecfed_core::LimitEnforcement;
+    let group = format!("test-{}", std::process::id());
+    let limits = Limits::detect(&group);
+    // This machine kind mounts cgroup v1 cpu and memory, writable as root (scripts/test
+    // runs as root); a host without them must report Unenforced, which the unit tests cover.
+    assert_ne!(
+        limits.enforcement(),
+        LimitEnforcement::Unenforced,
+        "{limits:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.limits = std::sync::Arc::new(limits.clone());
+    // Waits until it has been moved into its cgroup, then allocates four times its limit.
+    let script = "import time\n\
+                  while 'mecfed' not in open('/proc/self/cgroup').read(): time.sleep(0.01)\n\
+                  b = bytearray(256 * 1024 * 1024)\n\
+                  time.sleep(30)\n";
+    let mut s = spec("hog", "python3", &["-c", script]);
+    s.resources = Resources::parse("cpu=200m,memory=64Mi").unwrap();
+    let mut h = start(s, cfg).unwrap();
+    let pid = wait_for(&mut h, "running", |s| s.pid.is_some())
+        .await
+        .pid
+        .unwrap();
+    let cgroup_dirs = limits.dirs("hog");
+    let quota_file = cgroup_dirs
+        .iter()
+        .map(|d| d.join("cpu.cfs_quota_us"))
+        .chain(cgroup_dirs.iter().map(|d| d.join("cpu.max")))
+        .find(|p| p.exists())
+        .expect("a CPU limit file");
+    let quota = std::fs::read_to_string(&quota_file).unwrap();
+    assert!(quota.trim().starts_with("20000"), "{quota}");
+    // The kernel kills it for exceeding memory, and the supervisor restarts it.
+    let st = wait_for(&mut h, "OOM-killed and restarted", |s| s.restarts >= 1).await;
+    assert!(st.restarts >= 1);
+    assert!(!alive(pid) || st.pid != Some(pid));
+    h.stop().await;
+    for d in &cgroup_dirs {
+        assert!(!d.exists(), "{} removed after stop", d.display());
+        let _ = std::fs::remove_dir(d.parent().unwrap());
+    }
 }

@@ -50,6 +50,19 @@ pub enum SiteStatus {
     NotReady,
 }
 
+/// How a site limits the CPU and memory of each instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LimitEnforcement {
+    /// cgroup v2 `cpu.max` and `memory.max`.
+    CgroupV2,
+    /// cgroup v1 CFS quota and memory limit.
+    CgroupV1,
+    /// Limits are not enforced on this site (no usable cgroups).
+    #[default]
+    Unenforced,
+}
+
 /// An edge site of one operator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -84,6 +97,9 @@ pub struct Site {
     /// Readiness.
     #[serde(default)]
     pub status: SiteStatus,
+    /// Whether per-instance limits are enforced, and how.
+    #[serde(default)]
+    pub limit_enforcement: LimitEnforcement,
 }
 
 impl Site {
@@ -109,6 +125,7 @@ impl Site {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             status: SiteStatus::NotReady,
+            limit_enforcement: LimitEnforcement::Unenforced,
         };
         site.validate()?;
         Ok(site)
