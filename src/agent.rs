@@ -7,7 +7,7 @@ use mecfed_agent::{
     AgentConfig, AgentMetrics, Joined, limits::Limits, process::ProcessConfig,
     supervise::SuperviseConfig,
 };
-use mecfed_api::{AdminState, ReadyProbe, admin_router, serve};
+use mecfed_api::{AdminState, ReadyProbe, admin_router, instance_logs_router, serve};
 use mecfed_core::{GeoPoint, OperatorId, Site, SiteId, ZoneId};
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -60,10 +60,18 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let admin = admin_router(AdminState {
         ready: probe,
         registry,
-    });
+    })
+    .merge(instance_logs_router(args.data_dir.join("logs")));
     let listener = TcpListener::bind(args.admin_listen)
         .await
         .with_context(|| format!("binding the admin listener on {}", args.admin_listen))?;
+    let bound = listener.local_addr()?;
+    // Where the platform fetches instance logs: the advertised address when listening on all.
+    site.agent_endpoint = Some(if bound.ip().is_unspecified() {
+        format!("{}:{}", args.advertise, bound.port())
+    } else {
+        bound.to_string()
+    });
     tracing::info!(site = %site.id, admin = %listener.local_addr()?, controller = %args.controller, "mecfed agent");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

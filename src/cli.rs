@@ -159,6 +159,16 @@ pub enum OutputFormat {
 pub enum CtlCommand {
     /// List sites with their readiness and capacity.
     Sites,
+    /// List instances with their state and endpoint.
+    Instances,
+    /// Print the end of an instance's log (fetched from its site's agent).
+    Logs {
+        /// Instance id.
+        instance: String,
+        /// Bytes from the end of the log.
+        #[arg(long, default_value_t = 65_536)]
+        tail: u64,
+    },
     /// Join tokens for agents.
     #[command(subcommand)]
     JoinToken(JoinTokenCommand),

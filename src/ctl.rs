@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use mecfed_api::sites::JoinTokenCreated;
-use mecfed_core::Site;
+use mecfed_core::{Instance, Site};
 use serde_json::json;
 
 use crate::cli::{CtlArgs, CtlCommand, JoinTokenCommand, OutputFormat};
@@ -22,6 +22,47 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&sites)?)?,
                 OutputFormat::Table => write_sites(&mut out, &sites)?,
             }
+        }
+        CtlCommand::Instances => {
+            let list: Vec<Instance> =
+                get_json(&client, &format!("{base}/mecfed/v1/instances")).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &["INSTANCE", "APP", "SITE", "STATE", "ENDPOINT", "PID"],
+                    list.iter()
+                        .map(|i| {
+                            vec![
+                                i.id.to_string(),
+                                i.app.to_string(),
+                                i.site.to_string(),
+                                format!("{:?}", i.state),
+                                i.endpoint.clone().unwrap_or_default(),
+                                i.pid.map(|p| p.to_string()).unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Logs { instance, tail } => {
+            let url = format!("{base}/mecfed/v1/instances/{instance}/logs?tail={tail}");
+            let resp = client
+                .get(&url)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            if !status.is_success() {
+                let detail = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["detail"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+                bail!("{status}: {detail}");
+            }
+            out.write_all(&body)?;
         }
         CtlCommand::JoinToken(JoinTokenCommand::Create {
             ttl_seconds,
@@ -70,10 +111,10 @@ async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyh
 }
 
 fn write_sites(out: &mut impl Write, sites: &[Site]) -> std::io::Result<()> {
-    let rows: Vec<[String; 8]> = sites
+    let rows: Vec<Vec<String>> = sites
         .iter()
         .map(|s| {
-            [
+            vec![
                 s.id.to_string(),
                 s.operator.to_string(),
                 s.region.clone(),
@@ -88,7 +129,16 @@ fn write_sites(out: &mut impl Write, sites: &[Site]) -> std::io::Result<()> {
     let header = [
         "SITE", "OPERATOR", "REGION", "ZONE", "STATUS", "CPU", "SESSIONS", "LOCATION",
     ];
-    let mut widths = header.map(str::len);
+    write_table(out, &header, rows)
+}
+
+/// Aligned columns, two spaces apart, no trailing blanks.
+fn write_table(
+    out: &mut impl Write,
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.len());
@@ -97,8 +147,8 @@ fn write_sites(out: &mut impl Write, sites: &[Site]) -> std::io::Result<()> {
     let line = |cells: Vec<&str>| {
         cells
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}", w = *w))
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()

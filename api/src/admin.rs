@@ -47,6 +47,62 @@ impl AdminState {
     }
 }
 
+/// Largest log tail served at once.
+const MAX_LOG_TAIL: u64 = 1 << 20;
+
+#[derive(serde::Deserialize)]
+struct TailQuery {
+    tail: Option<u64>,
+}
+
+/// `GET /logs/{instance}?tail=BYTES` on a site agent: the end of an instance's log file in
+/// `log_dir` (64 KiB by default, at most 1 MiB).
+pub fn instance_logs_router(log_dir: std::path::PathBuf) -> Router {
+    Router::new()
+        .route("/logs/{instance}", get(instance_log))
+        .with_state(log_dir)
+}
+
+async fn instance_log(
+    State(dir): State<std::path::PathBuf>,
+    axum::extract::Path(instance): axum::extract::Path<String>,
+    axum::extract::Query(q): axum::extract::Query<TailQuery>,
+) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if mecfed_core::InstanceId::new(instance.as_str()).is_err() {
+        return ProblemDetails::new(StatusCode::BAD_REQUEST, "invalid instance id").into_response();
+    }
+    let tail = q.tail.unwrap_or(64 << 10).min(MAX_LOG_TAIL);
+    let path = dir.join(format!("{instance}.log"));
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => {
+            return ProblemDetails::not_found(format!("no log for instance {instance} here"))
+                .into_response();
+        }
+    };
+    let len = file.metadata().await.map_or(0, |m| m.len());
+    let mut buf = Vec::new();
+    let read = async {
+        file.seek(std::io::SeekFrom::Start(len.saturating_sub(tail)))
+            .await?;
+        file.take(tail).read_to_end(&mut buf).await
+    };
+    if let Err(e) = read.await {
+        return ProblemDetails::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the log: {e}"),
+        )
+        .into_response();
+    }
+    let mut resp = buf.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
 /// `/live` (the process runs), `/ready` (the probe passes) and `/metrics`.
 pub fn admin_router(state: AdminState) -> Router {
     Router::new()

@@ -20,7 +20,7 @@ use axum::{
 use mecfed_store::{Store, typed::Typed};
 use serde::Serialize;
 
-pub use admin::{AdminState, ReadyProbe, admin_router};
+pub use admin::{AdminState, ReadyProbe, admin_router, instance_logs_router};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;
@@ -111,6 +111,10 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             put(sites::report_instance::<S>).delete(sites::forget_instance::<S>),
         )
         .route("/mecfed/v1/instances", get(sites::list_instances::<S>))
+        .route(
+            "/mecfed/v1/instances/{instance_id}/logs",
+            get(sites::instance_logs::<S>),
+        )
         .with_state(state)
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {

@@ -393,6 +393,54 @@ pub(crate) async fn forget_instance<S: Store>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct LogQuery {
+    tail: Option<u64>,
+}
+
+/// Fetches an instance's log from the agent of its site.
+pub(crate) async fn instance_logs<S: Store>(
+    State(st): State<ApiState<S>>,
+    Path(raw): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let id = InstanceId::new(raw)?;
+    let instance = st
+        .store
+        .get::<Instance>(id.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("instance {id} not found")))?;
+    let site = st
+        .store
+        .get::<Site>(instance.value.site.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("site {} not found", instance.value.site)))?;
+    let agent = site.value.agent_endpoint.ok_or_else(|| {
+        ApiError::NotFound(format!("site {} has no reachable agent", site.value.id))
+    })?;
+    let url = format!(
+        "http://{agent}/logs/{id}?tail={}",
+        q.tail.unwrap_or(64 << 10)
+    );
+    let resp = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| ApiError::Unavailable(StoreError::Unavailable(Box::new(e))))?;
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| ApiError::Unavailable(StoreError::Unavailable(Box::new(e))))?;
+    if !status.is_success() {
+        return Err(ApiError::NotFound(
+            String::from_utf8_lossy(&body).into_owned(),
+        ));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
+}
+
 pub(crate) async fn list_instances<S: Store>(
     State(st): State<ApiState<S>>,
 ) -> Result<Json<Vec<Instance>>, ApiError> {

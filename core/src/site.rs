@@ -100,6 +100,9 @@ pub struct Site {
     /// Whether per-instance limits are enforced, and how.
     #[serde(default)]
     pub limit_enforcement: LimitEnforcement,
+    /// `host:port` of the site agent's admin listener (instance logs), as the platform reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_endpoint: Option<String>,
 }
 
 impl Site {
@@ -126,6 +129,7 @@ impl Site {
             taints: Vec::new(),
             status: SiteStatus::NotReady,
             limit_enforcement: LimitEnforcement::Unenforced,
+            agent_endpoint: None,
         };
         site.validate()?;
         Ok(site)

@@ -61,7 +61,8 @@ fn agent(
         .args(["--zone", "cork-z1", "--lat", "51.9", "--lon", "-8.47"])
         .args(["--capacity", "cpu=4000m,memory=8Gi,sessions=200"])
         .args(["--controller", &server, "--join-token", token])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        // On the advertised address, where the platform fetches instance logs from.
+        .args(["--admin-listen", &format!("{advertise}:{}", free_port())])
         .arg("--data-dir")
         .arg(data.join(site));
     Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
@@ -216,6 +217,30 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
             "{} answers on its endpoint",
             i.id
         );
+    }
+    // Operators see them, and their logs, through the platform.
+    let ctl = |args: &[&str]| {
+        let out = Command::new(mecfed_bin())
+            .args(["ctl", "--server", &server])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let table = ctl(&["instances"]);
+    assert_eq!(
+        table.lines().filter(|l| l.contains("Ready")).count(),
+        3,
+        "{table}"
+    );
+    for id in ["arena-s1-0", "arena-s3-0"] {
+        let log = ctl(&["logs", id]);
+        assert!(log.contains("arena up"), "log of {id}: {log}");
     }
     let pids: BTreeMap<String, u32> = before
         .iter()
