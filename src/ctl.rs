@@ -53,16 +53,7 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .send()
                 .await
                 .with_context(|| format!("cannot reach {base}"))?;
-            let status = resp.status();
-            let body = resp.bytes().await?;
-            if !status.is_success() {
-                let detail = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["detail"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-                bail!("{status}: {detail}");
-            }
-            out.write_all(&body)?;
+            out.write_all(&body_or_problem(resp).await?)?;
         }
         CtlCommand::JoinToken(JoinTokenCommand::Create {
             ttl_seconds,
@@ -96,8 +87,8 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     decode(resp).await
 }
 
-/// The body as `T`, or the server's ProblemDetails as the error.
-async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+/// The body, or the server's ProblemDetails `detail` as the error.
+async fn body_or_problem(resp: reqwest::Response) -> anyhow::Result<bytes::Bytes> {
     let status = resp.status();
     let body = resp.bytes().await?;
     if !status.is_success() {
@@ -107,6 +98,12 @@ async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyh
             .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
         bail!("{status}: {detail}");
     }
+    Ok(body)
+}
+
+/// The body as `T`, or the server's ProblemDetails as the error.
+async fn decode<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let body = body_or_problem(resp).await?;
     serde_json::from_slice(&body).context("unexpected answer from the platform")
 }
 

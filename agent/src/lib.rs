@@ -236,33 +236,42 @@ async fn problem_detail(resp: reqwest::Response) -> String {
     }
 }
 
+/// Sends a request and classifies the answer: success, 404 (`Gone`, when `gone_on_404`),
+/// another 4xx (`Refused`: final), anything else or no answer (`Retry`).
+async fn exchange<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+    gone_on_404: bool,
+) -> Attempt<T> {
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Attempt::Retry(e.to_string()),
+    };
+    let status = resp.status();
+    if status.is_success() {
+        match resp.json::<T>().await {
+            Ok(v) => Attempt::Ok(v),
+            Err(e) => Attempt::Retry(e.to_string()),
+        }
+    } else if gone_on_404 && status.as_u16() == 404 {
+        Attempt::Gone
+    } else if status.is_client_error() {
+        Attempt::Refused(status.as_u16(), problem_detail(resp).await)
+    } else {
+        Attempt::Retry(problem_detail(resp).await)
+    }
+}
+
 async fn join(client: &reqwest::Client, config: &AgentConfig) -> Attempt<JoinResponse> {
     let url = format!(
         "{}/mecfed/v1/sites/{}/join",
         config.controller.trim_end_matches('/'),
         config.site.id
     );
-    let resp = match client
+    let req = client
         .post(url)
         .bearer_auth(&config.join_token)
-        .json(&config.site)
-        .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return Attempt::Retry(e.to_string()),
-    };
-    let status = resp.status();
-    if status.is_success() {
-        match resp.json::<JoinResponse>().await {
-            Ok(j) => Attempt::Ok(j),
-            Err(e) => Attempt::Retry(e.to_string()),
-        }
-    } else if status.is_client_error() {
-        Attempt::Refused(status.as_u16(), problem_detail(resp).await)
-    } else {
-        Attempt::Retry(problem_detail(resp).await)
-    }
+        .json(&config.site);
+    exchange(req, false).await
 }
 
 async fn heartbeat(
@@ -279,27 +288,9 @@ async fn heartbeat(
         lease_id: join.lease_id,
         usage: None,
     };
-    let resp = match client
+    let req = client
         .put(url)
         .bearer_auth(&join.site_credential)
-        .json(&body)
-        .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return Attempt::Retry(e.to_string()),
-    };
-    let status = resp.status();
-    if status.is_success() {
-        match resp.json::<HeartbeatResponse>().await {
-            Ok(h) => Attempt::Ok(h),
-            Err(e) => Attempt::Retry(e.to_string()),
-        }
-    } else if status.as_u16() == 404 {
-        Attempt::Gone
-    } else if status.is_client_error() {
-        Attempt::Refused(status.as_u16(), problem_detail(resp).await)
-    } else {
-        Attempt::Retry(problem_detail(resp).await)
-    }
+        .json(&body);
+    exchange(req, true).await
 }
