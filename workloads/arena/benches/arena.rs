@@ -48,17 +48,7 @@ fn game_loop(sessions: u64, players: u32, ticks: u32) -> Duration {
                 );
             }
             s.step();
-            let views: Vec<PlayerView> = s
-                .players()
-                .map(|p| PlayerView {
-                    id: p.id,
-                    x: p.x,
-                    y: p.y,
-                    vx: p.vx,
-                    vy: p.vy,
-                    score: p.score,
-                })
-                .collect();
+            let views: Vec<PlayerView> = s.players().map(PlayerView::from).collect();
             for p in s.players() {
                 let msg = ServerMsg::Snapshot {
                     session: s.id(),

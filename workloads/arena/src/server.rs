@@ -245,14 +245,7 @@ impl Arena {
                 .session
                 .players()
                 .take(arena_proto::MAX_SNAPSHOT_PLAYERS)
-                .map(|p| PlayerView {
-                    id: p.id,
-                    x: p.x,
-                    y: p.y,
-                    vx: p.vx,
-                    vy: p.vy,
-                    score: p.score,
-                })
+                .map(PlayerView::from)
                 .collect();
             players += views.len();
             for p in room.session.players() {

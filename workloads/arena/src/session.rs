@@ -55,6 +55,20 @@ pub struct Player {
     pub modified_at: u64,
 }
 
+impl From<&Player> for arena_proto::PlayerView {
+    /// What other players see of a player in a snapshot.
+    fn from(p: &Player) -> Self {
+        Self {
+            id: p.id,
+            x: p.x,
+            y: p.y,
+            vx: p.vx,
+            vy: p.vy,
+            score: p.score,
+        }
+    }
+}
+
 /// A session: players, their pending inputs, a world blob, a tick counter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Session {
