@@ -8,6 +8,18 @@
 //!
 //! `ARENA_BENCH_SESSIONS` (default 1000) and `ARENA_BENCH_SECS` (default 10) change the
 //! load and the window.
+//!
+//! `ARENA_BENCH_LINK` picks the path between players and server:
+//! - `veth` (default; needs root and iproute2): the server runs in its own network namespace
+//!   behind a veth pair (`deploy/netns-site.sh`), as a site does.
+//! - `loopback`: both on 127.0.0.1.
+//!
+//! Either way the kernel delivers a datagram in the sender's context: the server's CPU pays
+//! the players' kernel receive path for every snapshot, and the players' CPU pays the server's
+//! receive path for every input. With one input per snapshot the two roughly cancel, so the
+//! server's CPU figure stands for what it would pay on its own host. (Steering the receive
+//! work to the receiver's CPU, with RPS or threaded NAPI, costs an inter-processor interrupt
+//! per burst; in this VM that made it slower, not more faithful.)
 
 #![allow(clippy::print_stdout)] // a bench binary prints its table
 
@@ -50,6 +62,46 @@ impl Drop for Server {
     }
 }
 
+/// The network namespace the server runs in (veth mode); removed on drop.
+struct Netns;
+
+const NETNS: &str = "arena-bench";
+/// Subnet index for `deploy/netns-site.sh` (10.203.250.0/24).
+const NETNS_INDEX: &str = "250";
+
+fn netns_script(cmd: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/netns-site.sh");
+    let ok = Command::new("bash")
+        .args([script, cmd, NETNS, NETNS_INDEX])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "netns-site.sh {cmd} failed (veth mode needs root; ARENA_BENCH_LINK=loopback does not)"
+    );
+}
+
+fn sh(args: &[&str]) {
+    let ok = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "{args:?} failed");
+}
+
+impl Netns {
+    fn up() -> Self {
+        netns_script("up");
+        Self
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        netns_script("down");
+    }
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let sessions = if quick {
@@ -63,14 +115,57 @@ fn main() {
         env_or("ARENA_BENCH_SECS", 10)
     };
     let players_per = 4u32;
-    let game: SocketAddr = StdUdp::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let control: SocketAddr = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let veth = match std::env::var("ARENA_BENCH_LINK").as_deref() {
+        Ok("veth") | Err(_) => true,
+        Ok("loopback") => false,
+        Ok(other) => panic!("ARENA_BENCH_LINK={other}: expected veth or loopback"),
+    };
+    // The players run on CPU 1, the server on CPU 0.
+    sh(&[
+        "taskset",
+        "-a",
+        "-p",
+        "-c",
+        "1",
+        &std::process::id().to_string(),
+    ]);
+    let netns = veth.then(Netns::up);
+    let (server_ip, client_ip) = if veth {
+        ("10.203.250.2", "10.203.250.1")
+    } else {
+        ("127.0.0.1", "127.0.0.1")
+    };
+    // Free ports on loopback are as good as any in a fresh namespace.
+    let game: SocketAddr = format!(
+        "{server_ip}:{}",
+        StdUdp::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    )
+    .parse()
+    .unwrap();
+    let control: SocketAddr = format!(
+        "{server_ip}:{}",
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    )
+    .parse()
+    .unwrap();
     let bin = env!("CARGO_BIN_EXE_arena");
-    let server = Server(
+    let mut command = if veth {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", NETNS, "taskset"]);
+        c
+    } else {
         Command::new("taskset")
+    };
+    let server = Server(
+        command
             .args(["-c", "0", bin])
             .args(["--game-listen", &game.to_string()])
             .args(["--control-listen", &control.to_string()])
@@ -94,7 +189,11 @@ fn main() {
         let received = Arc::new(AtomicU64::new(0));
         let mut socks = Vec::new();
         for _ in 0..SOCKETS {
-            let s = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let s = Arc::new(
+                tokio::net::UdpSocket::bind((client_ip, 0))
+                    .await
+                    .unwrap(),
+            );
             let r = received.clone();
             let rs = s.clone();
             tokio::spawn(async move {
@@ -182,7 +281,8 @@ fn main() {
         let ideal = (sessions * u64::from(players_per) * 60) as f64;
         let got = (rx1 - rx0) as f64 / dt;
         let inputs = (tx1 - tx0) as f64 / dt;
-        println!("## Arena server: {sessions} sessions x {players_per} players at 60 Hz, server pinned to one CPU, {secs} s window");
+        let link = if veth { "veth pair" } else { "loopback" };
+        println!("## Arena server: {sessions} sessions x {players_per} players at 60 Hz, server pinned to one CPU, {link}, {secs} s window");
         println!();
         println!("| server CPU (of one core) | CPU per session | snapshots delivered/s | of ideal | inputs sent/s |");
         println!("| --- | --- | --- | --- | --- |");
@@ -203,4 +303,6 @@ fn main() {
         }
         println!("```");
     });
+    drop(server);
+    drop(netns);
 }
