@@ -4,15 +4,18 @@ use std::{future::Future, pin::Pin, sync::Arc};
 
 use anyhow::Context;
 use mecfed_agent::{
-    AgentConfig, AgentMetrics, Joined, limits::Limits, process::ProcessConfig,
-    supervise::SuperviseConfig,
+    AgentConfig, AgentError, AgentMetrics, Joined, limits::Limits, platform::PlatformClient,
+    process::ProcessConfig, supervise::SuperviseConfig,
 };
 use mecfed_api::{AdminState, ReadyProbe, admin_router, instance_logs_router, serve};
-use mecfed_core::{GeoPoint, OperatorId, Site, SiteId, ZoneId};
+use mecfed_core::{
+    GeoPoint, LimitEnforcement, OperatorId, Resources, Site, SiteId, SiteKind, ZoneId,
+};
+use mecfed_kube::KubeSite;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::AgentArgs;
+use crate::cli::{AgentArgs, SiteKindArg};
 
 fn site(args: &AgentArgs) -> anyhow::Result<Site> {
     let mut site = Site::new(
@@ -32,11 +35,34 @@ fn site(args: &AgentArgs) -> anyhow::Result<Site> {
 
 pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut site = site(&args).context("invalid site description")?;
+    let kube = if args.kind == SiteKindArg::Kubernetes {
+        let client = mecfed_kube::connect(args.kubeconfig.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let kube = KubeSite::start(client, site.id.as_str());
+        let cluster = kube
+            .capacity()
+            .await
+            .context("reading node capacity from the Kubernetes API")?;
+        // CPU, memory and GPUs come from the nodes; session slots are the operator's call.
+        site.capacity = Resources {
+            session_slots: site.capacity.session_slots,
+            ..cluster
+        };
+        site.kind = SiteKind::Kubernetes;
+        site.limit_enforcement = LimitEnforcement::Kubernetes;
+        tracing::info!(capacity = %site.capacity, "Kubernetes site");
+        Some(kube)
+    } else {
+        None
+    };
     let limits = Limits::detect(site.id.as_str());
-    if let Limits::None { reason } = &limits {
-        tracing::warn!(%reason, "instance CPU and memory limits are not enforced on this site");
+    if kube.is_none() {
+        if let Limits::None { reason } = &limits {
+            tracing::warn!(%reason, "instance CPU and memory limits are not enforced on this site");
+        }
+        site.limit_enforcement = limits.enforcement();
     }
-    site.limit_enforcement = limits.enforcement();
     let registry = Registry::new();
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
@@ -92,10 +118,23 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
             limits: Arc::new(limits),
         },
     };
-    let result = mecfed_agent::run(config, metrics, joined, async {
+    let shutdown = async {
         let _ = crate::shutdown_signal().await;
-    })
-    .await;
+    };
+    let result = match kube {
+        None => mecfed_agent::run(config, metrics, joined, shutdown).await,
+        Some(kube) => {
+            let platform = PlatformClient::new(&config.controller, config.site.id.clone())
+                .map_err(AgentError::Client)?;
+            let data_dir = config.data_dir.clone();
+            mecfed_agent::run_with(config, metrics, joined, shutdown, move |cred, stop| {
+                let r = mecfed_kube::Reconciler::new(platform, cred, kube, &data_dir)
+                    .map_err(AgentError::State)?;
+                Ok(tokio::spawn(r.run(stop)))
+            })
+            .await
+        }
+    };
     let _ = stop_tx.send(true);
     let _ = admin_task.await;
     drop(stop_rx);

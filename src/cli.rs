@@ -21,7 +21,7 @@ pub enum Command {
     /// Run one operator platform (API, controllers) on the embedded store or on etcd.
     Up(UpArgs),
     /// Run the agent of one edge site: join the platform and keep the site's lease alive.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Talk to a running platform.
     Ctl(CtlArgs),
 }
@@ -100,6 +100,27 @@ pub struct AgentArgs {
     /// Size at which an instance's log file rotates, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub log_cap: u64,
+    /// What runs the instances: supervised processes on this node, or a Kubernetes cluster.
+    #[arg(
+        long,
+        value_enum,
+        env = "MECFED_SITE_KIND",
+        default_value = "edge-node"
+    )]
+    pub kind: SiteKindArg,
+    /// Kubeconfig of the cluster (kind kubernetes); default: `KUBECONFIG`, `~/.kube/config`
+    /// or the in-cluster service account.
+    #[arg(long, env = "MECFED_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Site kinds on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SiteKindArg {
+    /// Supervised processes on this node.
+    EdgeNode,
+    /// A Kubernetes cluster, through its API server.
+    Kubernetes,
 }
 
 /// Access kinds on the command line.

@@ -36,7 +36,7 @@ pub async fn run(cli: cli::Cli) -> anyhow::Result<()> {
             let config = args.resolve()?;
             up::run(config).await
         }
-        cli::Command::Agent(args) => agent::run(args).await,
+        cli::Command::Agent(args) => agent::run(*args).await,
         cli::Command::Ctl(args) => ctl::run(args).await,
     }
 }

@@ -10,6 +10,7 @@
 //! the state store directly.
 
 pub mod limits;
+pub mod platform;
 pub mod process;
 pub mod reconcile;
 pub mod supervise;
@@ -66,6 +67,9 @@ pub enum AgentError {
     /// The local desired state could not be read.
     #[error("cannot load the agent's state from its data directory")]
     State(#[source] std::io::Error),
+    /// The instance runtime could not start.
+    #[error("cannot start the instance runtime: {0}")]
+    Runtime(String),
 }
 
 /// Agent metrics.
@@ -128,30 +132,61 @@ enum Attempt<T> {
     Retry(String),
 }
 
-/// Runs the agent until `shutdown` resolves or the platform refuses it for good.
+/// The site's current platform credential (`None` while not joined), as the instance
+/// runtime sees it.
+pub type Credential = tokio::sync::watch::Receiver<Option<String>>;
+
+/// Resolves when the agent stops; the instance runtime then winds down.
+pub type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs the agent with supervised processes as the instance runtime, until `shutdown`
+/// resolves or the platform refuses it for good.
 pub async fn run(
     config: AgentConfig,
     metrics: AgentMetrics,
     joined: Joined,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let platform = platform::PlatformClient::new(&config.controller, config.site.id.clone())
+        .map_err(AgentError::Client)?;
+    let process = config.process.clone();
+    let data_dir = config.data_dir.clone();
+    run_with(
+        config,
+        metrics,
+        joined,
+        shutdown,
+        move |credential, stop| {
+            let reconciler = reconcile::Reconciler::new(platform, credential, process, &data_dir)
+                .map_err(AgentError::State)?;
+            Ok(tokio::spawn(reconciler.run(stop)))
+        },
+    )
+    .await
+}
+
+/// Runs the agent's join and heartbeat loop beside an instance runtime: `instances` gets the
+/// credential channel and a stop signal and returns the runtime's task, which the agent
+/// awaits when it stops.
+pub async fn run_with(
+    config: AgentConfig,
+    metrics: AgentMetrics,
+    joined: Joined,
+    shutdown: impl std::future::Future<Output = ()>,
+    instances: impl FnOnce(Credential, Stop) -> Result<tokio::task::JoinHandle<()>, AgentError>,
+) -> Result<(), AgentError> {
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(AgentError::Client)?;
     let (credential_tx, credential_rx) = tokio::sync::watch::channel(None);
-    let reconciler = reconcile::Reconciler::new(
-        config.controller.clone(),
-        config.site.id.clone(),
-        credential_rx,
-        config.process.clone(),
-        &config.data_dir,
-    )
-    .map_err(AgentError::State)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let instances = tokio::spawn(reconciler.run(async {
-        let _ = stop_rx.await;
-    }));
+    let instances = instances(
+        credential_rx,
+        Box::pin(async {
+            let _ = stop_rx.await;
+        }),
+    )?;
     let result = tokio::select! {
         r = run_loop(&client, &config, &metrics, &joined, &credential_tx) => r,
         () = shutdown => {

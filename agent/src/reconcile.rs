@@ -8,16 +8,16 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use mecfed_api::sites::{Assignments, InstanceReport};
-use mecfed_core::{AppId, Artefact, InstanceId, SiteId};
+use mecfed_api::sites::InstanceReport;
+use mecfed_core::{AppId, Artefact, InstanceId};
 use tokio::sync::watch;
 
 use crate::{
+    platform::{PlatformClient, read_json, write_durably},
     process::{InstanceHandle, InstanceStatus, ProcessConfig, start},
     supervise::{Change, InstanceSpec, plan},
 };
@@ -33,9 +33,7 @@ struct Running {
 
 /// The reconcile loop of one agent.
 pub struct Reconciler {
-    client: reqwest::Client,
-    controller: String,
-    site: SiteId,
+    platform: PlatformClient,
     credential: watch::Receiver<Option<String>>,
     process: ProcessConfig,
     state_path: PathBuf,
@@ -64,41 +62,18 @@ fn spec_of(a: &mecfed_api::sites::Assignment) -> Option<InstanceSpec> {
     })
 }
 
-/// Writes `value` to `path` durably: temporary file, fsync, rename, fsync of the directory.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 impl Reconciler {
     /// A reconciler for `site`, with its desired state kept in `data_dir/desired.json`.
     pub fn new(
-        controller: String,
-        site: SiteId,
+        platform: PlatformClient,
         credential: watch::Receiver<Option<String>>,
         process: ProcessConfig,
         data_dir: &Path,
     ) -> std::io::Result<Self> {
         let state_path = data_dir.join("desired.json");
-        let desired = match std::fs::read(&state_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(e),
-        };
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .map_err(std::io::Error::other)?;
+        let desired = read_json(&state_path)?;
         Ok(Self {
-            client,
-            controller: controller.trim_end_matches('/').to_string(),
-            site,
+            platform,
             credential,
             process,
             state_path,
@@ -159,19 +134,7 @@ impl Reconciler {
         &self,
         cred: &str,
     ) -> Result<BTreeMap<InstanceId, InstanceSpec>, reqwest::Error> {
-        let url = format!(
-            "{}/mecfed/v1/sites/{}/assignments",
-            self.controller, self.site
-        );
-        let a: Assignments = self
-            .client
-            .get(url)
-            .bearer_auth(cred)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let a = self.platform.assignments(cred).await?;
         Ok(a.assignments
             .iter()
             .filter_map(spec_of)
@@ -228,25 +191,13 @@ impl Reconciler {
             if self.reported.get(id) == Some(&status) {
                 continue;
             }
-            let url = format!(
-                "{}/mecfed/v1/sites/{}/instances/{id}",
-                self.controller, self.site
-            );
             let body = InstanceReport {
                 app: r.app.clone(),
                 state: status.state,
                 endpoint: status.endpoint.clone(),
                 pid: status.pid,
             };
-            let ok = self
-                .client
-                .put(url)
-                .bearer_auth(cred)
-                .json(&body)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
+            if self.platform.report(cred, id, &body).await {
                 sent.push((id.clone(), status));
             }
         }
@@ -258,10 +209,6 @@ impl Reconciler {
         let Some(cred) = self.credential.borrow().clone() else {
             return;
         };
-        let url = format!(
-            "{}/mecfed/v1/sites/{}/instances/{id}",
-            self.controller, self.site
-        );
-        let _ = self.client.delete(url).bearer_auth(cred).send().await;
+        self.platform.forget(&cred, id).await;
     }
 }

@@ -284,7 +284,7 @@ pub struct Assignments {
 }
 
 /// `PUT /mecfed/v1/sites/{siteId}/instances/{instanceId}` body: what the agent observes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InstanceReport {
     /// App of the instance.

@@ -25,5 +25,5 @@ pub use ids::{
     AppId, DeveloperId, InstanceId, MAX_ID_LEN, NodeId, OperatorId, SessionId, SiteId, UeId, ZoneId,
 };
 pub use resources::Resources;
-pub use site::{AccessKind, LimitEnforcement, Site, SiteStatus, Taint, TaintEffect};
+pub use site::{AccessKind, LimitEnforcement, Site, SiteKind, SiteStatus, Taint, TaintEffect};
 pub use ue::{Session, Ue, UeIdentity};

@@ -50,12 +50,25 @@ pub enum SiteStatus {
     NotReady,
 }
 
+/// What runs a site's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SiteKind {
+    /// A bare edge node: the agent runs instances as supervised processes.
+    #[default]
+    EdgeNode,
+    /// A Kubernetes cluster: the agent maps placements to Deployments and Services.
+    Kubernetes,
+}
+
 /// How a site limits the CPU and memory of each instance.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum LimitEnforcement {
     /// cgroup v2 `cpu.max` and `memory.max`.
     CgroupV2,
+    /// Pod resource limits, enforced by the kubelet (Kubernetes sites).
+    Kubernetes,
     /// cgroup v1 CFS quota and memory limit.
     CgroupV1,
     /// Limits are not enforced on this site (no usable cgroups).
@@ -97,6 +110,9 @@ pub struct Site {
     /// Readiness.
     #[serde(default)]
     pub status: SiteStatus,
+    /// What runs the site's instances.
+    #[serde(default)]
+    pub kind: SiteKind,
     /// Whether per-instance limits are enforced, and how.
     #[serde(default)]
     pub limit_enforcement: LimitEnforcement,
@@ -128,6 +144,7 @@ impl Site {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             status: SiteStatus::NotReady,
+            kind: SiteKind::EdgeNode,
             limit_enforcement: LimitEnforcement::Unenforced,
             agent_endpoint: None,
         };

@@ -178,3 +178,38 @@ async fn agent_with_a_bad_token_exits_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("latitude"));
 }
+
+#[test]
+fn kubernetes_agent_without_a_reachable_cluster_exits_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = agent("http://127.0.0.1:9", "x.y", "k9", "51.9", free_port());
+    let out = cmd
+        .args(["--kind", "kubernetes", "--kubeconfig"])
+        .arg(dir.path().join("missing-kubeconfig"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot read kubeconfig"), "{err}");
+
+    // A readable kubeconfig whose API server does not answer: capacity cannot be read.
+    let kc = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"http://127.0.0.1:9\"}\n\
+         contexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let mut cmd = agent("http://127.0.0.1:9", "x.y", "k9", "51.9", free_port());
+    let out = cmd
+        .args(["--kind", "kubernetes", "--kubeconfig"])
+        .arg(&kc)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("reading node capacity from the Kubernetes API"),
+        "{err}"
+    );
+}
