@@ -11,6 +11,7 @@ mod app;
 mod error;
 mod geo_point;
 mod ids;
+pub mod latency;
 mod resources;
 mod site;
 mod ue;
