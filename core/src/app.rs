@@ -3,8 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AppId, DeveloperId, GeoPoint, InstanceId, OperatorId, Resources, SiteId, ValidationError,
-    ZoneId, error::ensure,
+    AppId, DeveloperId, GeoPoint, InstanceId, Resources, SiteId, ValidationError, error::ensure,
 };
 
 /// What to run for an instance.
@@ -91,12 +90,62 @@ impl Probe {
 pub struct DemandArea {
     /// Name for explanations.
     pub name: String,
-    /// Centre of the area.
-    pub center: GeoPoint,
-    /// Radius in metres.
-    pub radius_m: f64,
+    /// Centre of a circular area (with `radiusM`); for a polygon, leave both out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center: Option<GeoPoint>,
+    /// Radius of a circular area in metres.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub radius_m: Option<f64>,
+    /// Corners of a polygonal area, in order (at least 3).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub polygon: Vec<GeoPoint>,
     /// Expected concurrent sessions.
     pub expected_sessions: u32,
+}
+
+impl DemandArea {
+    /// A circle of `radius_m` metres around `center`.
+    pub fn circle(
+        name: impl Into<String>,
+        center: GeoPoint,
+        radius_m: f64,
+        expected_sessions: u32,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            center: Some(center),
+            radius_m: Some(radius_m),
+            polygon: Vec::new(),
+            expected_sessions,
+        }
+    }
+
+    /// The area's representative point: a circle's centre, or the mean of a polygon's
+    /// corners.
+    pub fn centroid(&self) -> GeoPoint {
+        if let Some(c) = self.center {
+            return c;
+        }
+        let n = self.polygon.len().max(1) as f64;
+        let (lat, lon) = self.polygon.iter().fold((0.0, 0.0), |(a, o), p| {
+            (a + p.latitude() / n, o + p.longitude() / n)
+        });
+        GeoPoint::new(lat, lon).expect("a mean of valid points is valid")
+    }
+
+    /// The greatest distance from `to` to any point of the area, in metres: for a circle the
+    /// centre's distance plus the radius, for a polygon its farthest corner (a distance is
+    /// greatest at a corner).
+    pub fn farthest_m(&self, to: &GeoPoint) -> f64 {
+        match (self.center, self.radius_m) {
+            (Some(c), Some(r)) => c.distance_m(to) + r,
+            _ => self
+                .polygon
+                .iter()
+                .map(|p| p.distance_m(to))
+                .fold(0.0, f64::max),
+        }
+    }
 }
 
 /// Quality-of-service needs of an app.
@@ -211,48 +260,28 @@ impl App {
             "must be at least 1",
         )?;
         for a in &q.demand_areas {
-            ensure(
-                a.radius_m.is_finite() && a.radius_m > 0.0 && a.radius_m <= 1_000_000.0,
-                "qos.demandAreas.radiusM",
-                "must be between 0 (exclusive) and 1000000 metres",
-            )?;
+            match (a.center, a.radius_m, a.polygon.len()) {
+                (Some(_), Some(r), 0) => ensure(
+                    r.is_finite() && r > 0.0 && r <= 1_000_000.0,
+                    "qos.demandAreas.radiusM",
+                    "must be between 0 (exclusive) and 1000000 metres",
+                )?,
+                (None, None, n) => ensure(
+                    (3..=1_000).contains(&n),
+                    "qos.demandAreas.polygon",
+                    "needs 3 to 1000 corners (or give center and radiusM instead)",
+                )?,
+                _ => {
+                    return Err(ValidationError::new(
+                        "qos.demandAreas",
+                        "give either center and radiusM, or polygon",
+                    ));
+                }
+            }
             ensure(
                 !a.name.is_empty(),
                 "qos.demandAreas.name",
                 "must not be empty",
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// Where an app may run. The scheduler issue extends this with affinity groups, spread,
-/// replica division, tolerations and failover; for now it bounds operators, zones and counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PlacementPolicy {
-    /// Operators allowed; empty means any.
-    #[serde(default)]
-    pub operators: Vec<OperatorId>,
-    /// Zones allowed; empty means any.
-    #[serde(default)]
-    pub zones: Vec<ZoneId>,
-    /// Fewest instances overall.
-    #[serde(default)]
-    pub min_replicas: u32,
-    /// Most instances overall; `None` means no cap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_replicas: Option<u32>,
-}
-
-impl PlacementPolicy {
-    /// Checks bounds.
-    pub fn validate(&self) -> Result<(), ValidationError> {
-        if let Some(max) = self.max_replicas {
-            ensure(
-                max >= self.min_replicas,
-                "maxReplicas",
-                "must not be below minReplicas",
             )?;
         }
         Ok(())
@@ -336,12 +365,12 @@ mod tests {
                 latency_budget_ms: 20,
                 five_qi: Some(80),
                 max_sessions_per_instance: 50,
-                demand_areas: vec![DemandArea {
-                    name: "cbd".into(),
-                    center: GeoPoint::new(-37.81, 144.96).unwrap(),
-                    radius_m: 1500.0,
-                    expected_sessions: 400,
-                }],
+                demand_areas: vec![DemandArea::circle(
+                    "cbd",
+                    GeoPoint::new(-37.81, 144.96).unwrap(),
+                    1500.0,
+                    400,
+                )],
             },
             stateful: true,
         }
@@ -364,8 +393,15 @@ mod tests {
         a.qos.latency_budget_ms = 0;
         assert_eq!(a.validate().unwrap_err().field, "qos.latencyBudgetMs");
         let mut a = app();
-        a.qos.demand_areas[0].radius_m = -1.0;
+        a.qos.demand_areas[0].radius_m = Some(-1.0);
         assert_eq!(a.validate().unwrap_err().field, "qos.demandAreas.radiusM");
+        let mut a = app();
+        a.qos.demand_areas[0].polygon = vec![GeoPoint::new(-37.8, 144.9).unwrap(); 3];
+        assert_eq!(a.validate().unwrap_err().field, "qos.demandAreas");
+        let mut a = app();
+        a.qos.demand_areas[0].center = None;
+        a.qos.demand_areas[0].radius_m = None;
+        assert_eq!(a.validate().unwrap_err().field, "qos.demandAreas.polygon");
         let mut a = app();
         a.ports.push(a.ports[0].clone());
         assert_eq!(a.validate().unwrap_err().field, "ports.name");
@@ -380,12 +416,25 @@ mod tests {
     }
 
     #[test]
-    fn policy_bounds() {
-        let p = PlacementPolicy {
-            min_replicas: 3,
-            max_replicas: Some(2),
-            ..Default::default()
-        };
-        assert_eq!(p.validate().unwrap_err().field, "maxReplicas");
+    fn polygon_areas_have_a_centroid_and_a_farthest_corner() {
+        let area: DemandArea = serde_json::from_value(serde_json::json!({
+            "name": "campus",
+            "polygon": [
+                {"latitude": 51.0, "longitude": -8.0},
+                {"latitude": 51.0, "longitude": -7.98},
+                {"latitude": 51.02, "longitude": -7.98},
+                {"latitude": 51.02, "longitude": -8.0}
+            ],
+            "expectedSessions": 50
+        }))
+        .unwrap();
+        let c = area.centroid();
+        assert!((c.latitude() - 51.01).abs() < 1e-9 && (c.longitude() + 7.99).abs() < 1e-9);
+        let west = GeoPoint::new(51.01, -8.5).unwrap();
+        let far = area.farthest_m(&west);
+        let corner = GeoPoint::new(51.0, -7.98).unwrap().distance_m(&west);
+        assert!((far - corner).abs() < 1e-6 && far > c.distance_m(&west));
+        let circle = DemandArea::circle("c", c, 1_000.0, 1);
+        assert!((circle.farthest_m(&west) - (c.distance_m(&west) + 1_000.0)).abs() < 1e-6);
     }
 }

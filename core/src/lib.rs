@@ -12,18 +12,22 @@ mod error;
 mod geo_point;
 mod ids;
 pub mod latency;
+mod policy;
 mod resources;
 mod site;
 mod ue;
 
 pub use app::{
-    App, AppQos, Artefact, DemandArea, Instance, InstanceState, Placement, PlacementPolicy, Port,
-    Probe, Protocol,
+    App, AppQos, Artefact, DemandArea, Instance, InstanceState, Placement, Port, Probe, Protocol,
 };
 pub use error::ValidationError;
 pub use geo_point::GeoPoint;
 pub use ids::{
     AppId, DeveloperId, InstanceId, MAX_ID_LEN, NodeId, OperatorId, SessionId, SiteId, UeId, ZoneId,
+};
+pub use policy::{
+    AppAffinity, AppRelation, Failback, Failover, PlacementPolicy, ReplicaScheduling, SiteSelector,
+    SpreadBy, SpreadConstraint, StaticWeight, Toleration,
 };
 pub use resources::Resources;
 pub use site::{AccessKind, LimitEnforcement, Site, SiteKind, SiteStatus, Taint, TaintEffect};
