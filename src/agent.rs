@@ -56,13 +56,18 @@ pub(crate) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let limits = Limits::detect(site.id.as_str());
-    if kube.is_none() {
+    let limits = if kube.is_some() {
+        Limits::None {
+            reason: "instances run as pods; the kubelet enforces their limits".into(),
+        }
+    } else {
+        let limits = Limits::detect(site.id.as_str());
         if let Limits::None { reason } = &limits {
             tracing::warn!(%reason, "instance CPU and memory limits are not enforced on this site");
         }
         site.limit_enforcement = limits.enforcement();
-    }
+        limits
+    };
     let registry = Registry::new();
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
