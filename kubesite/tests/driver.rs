@@ -115,6 +115,8 @@ struct Site1 {
     cluster: FakeCluster,
     reconciler: Reconciler,
     data: tempfile::TempDir,
+    /// Keeps the credential channel open for the test's life.
+    _credential: tokio::sync::watch::Sender<Option<String>>,
 }
 
 async fn site() -> Site1 {
@@ -124,8 +126,7 @@ async fn site() -> Site1 {
     let kube = KubeSite::start(client, "k1");
     kube.synced().await;
     let data = tempfile::tempdir().unwrap();
-    let (_tx, rx) = tokio::sync::watch::channel(Some(cred));
-    std::mem::forget(_tx); // the credential stays for the test's life
+    let (credential, rx) = tokio::sync::watch::channel(Some(cred));
     let reconciler = Reconciler::new(
         PlatformClient::new(&platform.url, SiteId::new("k1").unwrap()).unwrap(),
         rx,
@@ -138,6 +139,7 @@ async fn site() -> Site1 {
         cluster,
         reconciler,
         data,
+        _credential: credential,
     }
 }
 

@@ -136,26 +136,21 @@ fn main() {
         ("127.0.0.1", "127.0.0.1")
     };
     // Free ports on loopback are as good as any in a fresh namespace.
-    let game: SocketAddr = format!(
-        "{server_ip}:{}",
+    let on_server = |port: u16| -> SocketAddr { format!("{server_ip}:{port}").parse().unwrap() };
+    let game = on_server(
         StdUdp::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port()
-    )
-    .parse()
-    .unwrap();
-    let control: SocketAddr = format!(
-        "{server_ip}:{}",
+            .port(),
+    );
+    let control = on_server(
         TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port()
-    )
-    .parse()
-    .unwrap();
+            .port(),
+    );
     let bin = env!("CARGO_BIN_EXE_arena");
     let mut command = if veth {
         let mut c = Command::new("ip");
