@@ -301,6 +301,7 @@ async fn assignments_follow_placements_and_agents_report_instances() {
                 app: app.id.clone(),
                 site: SiteId::new(site).unwrap(),
                 replicas,
+                evicting_until: None,
             })
             .await
             .unwrap();

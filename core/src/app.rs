@@ -84,6 +84,9 @@ impl Probe {
     }
 }
 
+/// Most demand areas one app may have.
+pub const MAX_DEMAND_AREAS: usize = 64;
+
 /// Where users of an app are expected, and how many at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -259,7 +262,18 @@ impl App {
             "qos.maxSessionsPerInstance",
             "must be at least 1",
         )?;
+        ensure(
+            q.demand_areas.len() <= MAX_DEMAND_AREAS,
+            "qos.demandAreas",
+            "at most 64 demand areas",
+        )?;
+        let mut area_names = std::collections::BTreeSet::new();
         for a in &q.demand_areas {
+            ensure(
+                area_names.insert(a.name.as_str()),
+                "qos.demandAreas.name",
+                "demand area names must be unique",
+            )?;
             match (a.center, a.radius_m, a.polygon.len()) {
                 (Some(_), Some(r), 0) => ensure(
                     r.is_finite() && r > 0.0 && r <= 1_000_000.0,
@@ -298,6 +312,11 @@ pub struct Placement {
     pub site: SiteId,
     /// Instances on that site.
     pub replicas: u32,
+    /// Set while these instances are being replaced elsewhere (graceful eviction): they keep
+    /// running until the replacements are ready or until this time (seconds since the Unix
+    /// epoch), whichever comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicting_until: Option<u64>,
 }
 
 /// Lifecycle of an instance as its site reports it.

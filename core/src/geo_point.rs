@@ -3,6 +3,39 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ValidationError, ensure};
 
+/// Mean Earth radius in metres, the one [`GeoPoint::distance_m`] uses (IUGG mean radius, as
+/// in `geo`'s haversine).
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Great-circle distance in metres for a chord of length `chord` between two unit vectors.
+#[inline]
+pub fn chord_to_m(chord: f64) -> f64 {
+    let x = chord.clamp(0.0, 2.0) / 2.0;
+    // Below x = 0.1 (about 1,270 km) the asin series to x^9 is exact to 1e-12 relative,
+    // and several times cheaper than the libm call.
+    let angle = if x < 0.1 {
+        let x2 = x * x;
+        x * (1.0
+            + x2 * (1.0 / 6.0 + x2 * (3.0 / 40.0 + x2 * (15.0 / 336.0 + x2 * (105.0 / 3456.0)))))
+    } else {
+        x.asin()
+    };
+    2.0 * EARTH_RADIUS_M * angle
+}
+
+/// The chord between two unit vectors that are `metres` apart on the great circle.
+pub fn m_to_chord(metres: f64) -> f64 {
+    let half_angle = (metres.max(0.0) / EARTH_RADIUS_M / 2.0).min(std::f64::consts::FRAC_PI_2);
+    2.0 * half_angle.sin()
+}
+
+/// Squared chord between two unit vectors.
+#[inline]
+pub fn chord2(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    let (dx, dy, dz) = (a[0] - b[0], a[1] - b[1], a[2] - b[2]);
+    dx * dx + dy * dy + dz * dz
+}
+
 /// A WGS84 position. Latitude in [-90, 90], longitude in [-180, 180], both finite.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "RawPoint", into = "RawPoint")]
@@ -52,6 +85,16 @@ impl GeoPoint {
         Haversine.distance(self.to_geo(), other.to_geo())
     }
 
+    /// The point on the unit sphere (x towards 0°N 0°E, z towards the north pole). The chord
+    /// between two such vectors is monotonic in great-circle distance, so comparing squared
+    /// chords ranks distances without a trigonometric call; [`chord_to_m`] converts back.
+    pub fn unit_vector(&self) -> [f64; 3] {
+        let (lat, lon) = (self.latitude.to_radians(), self.longitude.to_radians());
+        let (sl, cl) = lat.sin_cos();
+        let (so, co) = lon.sin_cos();
+        [cl * co, cl * so, sl]
+    }
+
     /// As a `geo` point (x = longitude, y = latitude).
     pub fn to_geo(&self) -> Point<f64> {
         Point::new(self.longitude, self.latitude)
@@ -90,6 +133,39 @@ mod tests {
         let d = cork.distance_m(&cork2);
         assert!((d - 755.43).abs() < 0.1, "{d}");
         assert_eq!(mel.distance_m(&mel), 0.0);
+    }
+
+    #[test]
+    fn chords_agree_with_haversine() {
+        let pts = [
+            (-37.8183, 144.9671),
+            (51.8985, -8.4756),
+            (51.8969, -8.4863),
+            (0.0, 179.9),
+            (0.0, -179.9),
+            (51.0, -8.0),
+            (60.0, 3.0),
+            (40.0, 10.0),
+            (89.9, 10.0),
+        ];
+        for a in pts {
+            for b in pts {
+                let (a, b) = (
+                    GeoPoint::new(a.0, a.1).unwrap(),
+                    GeoPoint::new(b.0, b.1).unwrap(),
+                );
+                let by_chord = chord_to_m(chord2(&a.unit_vector(), &b.unit_vector()).sqrt());
+                let d = a.distance_m(&b);
+                assert!(
+                    (by_chord - d).abs() < 1e-6 * d.max(1.0),
+                    "{by_chord} vs {d}"
+                );
+                assert!(
+                    (m_to_chord(d) - chord2(&a.unit_vector(), &b.unit_vector()).sqrt()).abs()
+                        < 1e-9
+                );
+            }
+        }
     }
 
     #[test]

@@ -57,15 +57,34 @@ pub fn access_rtt_ms(kind: AccessKind) -> f64 {
     }
 }
 
+#[inline]
 /// Round trip over `distance_m` of great-circle distance, without the access network or the
 /// site's queue: propagation both ways plus hops.
 pub fn transport_rtt_ms(distance_m: f64) -> f64 {
-    let route_km = distance_m.max(0.0) / 1000.0 * ROUTE_FACTOR;
-    let propagation = 2.0 * route_km / FIBRE_KM_PER_MS;
-    let hops = BASE_HOPS + (route_km / KM_PER_HOP).floor();
+    // Multiplications by constant reciprocals: schedulers call this for every site.
+    const ROUTE_KM_PER_M: f64 = ROUTE_FACTOR / 1000.0;
+    const MS_PER_ROUTE_KM: f64 = 2.0 / FIBRE_KM_PER_MS;
+    const HOPS_PER_ROUTE_KM: f64 = 1.0 / KM_PER_HOP;
+    let route_km = distance_m.max(0.0) * ROUTE_KM_PER_M;
+    let propagation = route_km * MS_PER_ROUTE_KM;
+    // Truncation is floor for non-negative values, without a libm call.
+    let hops = BASE_HOPS + ((route_km * HOPS_PER_ROUTE_KM) as i64) as f64;
     propagation + hops * HOP_MS
 }
 
+/// An upper bound on the great-circle distance (m) whose transport round trip
+/// ([`transport_rtt_ms`]) fits in `budget_ms`: hops are counted one short of the floor, so any
+/// distance beyond it certainly costs more. Schedulers prune sites with it before the exact
+/// computation.
+pub fn max_transport_distance_m(budget_ms: f64) -> f64 {
+    // transport(d) >= 2 r / FIBRE + (BASE_HOPS + r / KM_PER_HOP - 1) * HOP_MS, r = route km.
+    let per_route_km = 2.0 / FIBRE_KM_PER_MS + HOP_MS / KM_PER_HOP;
+    let fixed = (BASE_HOPS - 1.0) * HOP_MS;
+    let route_km = ((budget_ms - fixed) / per_route_km).max(0.0);
+    route_km / ROUTE_FACTOR * 1000.0
+}
+
+#[inline]
 /// Waiting time at a site at `utilisation` (0 idle, 1 full), ms.
 pub fn queueing_ms(utilisation: f64) -> f64 {
     let rho = if utilisation.is_finite() {
@@ -172,6 +191,21 @@ mod tests {
         let dublin = GeoPoint::new(53.3498, -6.2603).unwrap();
         let rtt = predicted_between_ms(AccessKind::Nr5g, &cork, &dublin, 0.0);
         assert!((11.0..13.0).contains(&rtt), "{rtt}");
+    }
+
+    #[test]
+    fn the_distance_bound_is_an_upper_bound() {
+        for budget in [0.0, 0.2, 1.0, 5.0, 12.5, 40.0, 300.0] {
+            let d = max_transport_distance_m(budget);
+            // Anything farther costs more than the budget ...
+            assert!(transport_rtt_ms(d * 1.0001 + 1.0) > budget, "{budget}");
+            // ... and the bound is not loose by more than a hop's worth of distance.
+            let slack = KM_PER_HOP / ROUTE_FACTOR * 1000.0;
+            assert!(
+                transport_rtt_ms((d - slack).max(0.0)) <= budget.max(0.2),
+                "{budget}"
+            );
+        }
     }
 
     #[test]

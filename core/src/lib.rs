@@ -18,10 +18,11 @@ mod site;
 mod ue;
 
 pub use app::{
-    App, AppQos, Artefact, DemandArea, Instance, InstanceState, Placement, Port, Probe, Protocol,
+    App, AppQos, Artefact, DemandArea, Instance, InstanceState, MAX_DEMAND_AREAS, Placement, Port,
+    Probe, Protocol,
 };
 pub use error::ValidationError;
-pub use geo_point::GeoPoint;
+pub use geo_point::{EARTH_RADIUS_M, GeoPoint, chord_to_m, chord2, m_to_chord};
 pub use ids::{
     AppId, DeveloperId, InstanceId, MAX_ID_LEN, NodeId, OperatorId, SessionId, SiteId, UeId, ZoneId,
 };

@@ -86,6 +86,7 @@ impl Platform {
                 app: AppId::new(app).unwrap(),
                 site: SiteId::new(site).unwrap(),
                 replicas,
+                evicting_until: None,
             })
             .await
             .unwrap();

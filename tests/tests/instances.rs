@@ -196,6 +196,7 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
                 app: AppId::new("arena").unwrap(),
                 site: SiteId::new(site).unwrap(),
                 replicas: 1,
+                evicting_until: None,
             })
             .await
             .unwrap();

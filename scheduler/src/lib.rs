@@ -1,0 +1,20 @@
+//! mecfed's global scheduler: on which sites of which operators each app's instances run.
+//!
+//! - [`decide`]: the IO-free decision core, `schedule(&Snapshot, &App, &PlacementPolicy) ->
+//!   (Decision, Vec<Rejection>)`: filter plugins, score plugins, replica division by demand,
+//!   spread, affinity groups with overflow.
+//! - [`snapshot`]: the world one decision reads, interned for speed.
+//! - [`explain`]: per site, why it was chosen or rejected, with the numbers.
+//!
+//! Architecture Invariant: `decide`, `snapshot` and `explain` do no IO, read no clock and
+//! draw no random numbers; time arrives as `now` in the snapshot.
+
+pub mod decide;
+pub mod explain;
+pub mod snapshot;
+
+pub use decide::{
+    Decision, Reason, Reasons, Rejection, Scheduler, Score, Target, Unmet, Weights, schedule,
+};
+pub use explain::{AreaRtt, Explanation, SiteExplanation, explain};
+pub use snapshot::{SiteHealth, SiteIdx, Snapshot, SnapshotBuilder};
