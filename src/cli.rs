@@ -193,6 +193,43 @@ pub enum CtlCommand {
     /// Join tokens for agents.
     #[command(subcommand)]
     JoinToken(JoinTokenCommand),
+    /// Apps: list, apply from a JSON file, delete.
+    #[command(subcommand)]
+    Apps(AppsCommand),
+    /// Attach a placement policy (JSON file) to an app.
+    Policy {
+        /// App id.
+        app: String,
+        /// Policy file (JSON).
+        file: PathBuf,
+    },
+    /// List placements: instances per app and site, as the scheduler decided.
+    Placements {
+        /// Only this app's.
+        app: Option<String>,
+    },
+    /// Why each site was chosen or rejected for an app, with the numbers.
+    Explain {
+        /// App id.
+        app: String,
+    },
+}
+
+/// `mecfed ctl apps`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AppsCommand {
+    /// List apps.
+    List,
+    /// Create or replace an app from a JSON file (the app document).
+    Apply {
+        /// App file (JSON).
+        file: PathBuf,
+    },
+    /// Delete an app; the scheduler removes its placements.
+    Delete {
+        /// App id.
+        app: String,
+    },
 }
 
 /// `mecfed ctl join-token`.
@@ -213,9 +250,13 @@ pub enum JoinTokenCommand {
 /// `--config`; precedence is flag, then environment, then file, then default.
 #[derive(Debug, Default, Clone, Args)]
 pub struct UpArgs {
-    /// TOML configuration file (keys: store, data-dir, listen, admin-listen).
+    /// TOML configuration file (keys: store, data-dir, listen, admin-listen, operator).
     #[arg(long, env = "MECFED_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// The operator this platform belongs to: the scheduler prefers its sites over
+    /// partners' (cost).
+    #[arg(long, env = "MECFED_OPERATOR", value_name = "ID")]
+    pub operator: Option<String>,
     /// State store: etcd://host:port[,host:port...] or embedded://DIR (default: the embedded
     /// store in --data-dir).
     #[arg(long, env = "MECFED_STORE", value_name = "URL")]

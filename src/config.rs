@@ -28,6 +28,8 @@ pub struct UpConfig {
     pub listen: SocketAddr,
     /// Admin listen address.
     pub admin_listen: SocketAddr,
+    /// The operator this platform belongs to.
+    pub operator: Option<mecfed_core::OperatorId>,
 }
 
 /// Why the configuration is unusable.
@@ -69,6 +71,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
+    operator: Option<String>,
 }
 
 impl UpArgs {
@@ -129,10 +132,21 @@ impl UpArgs {
                 reason: format!("must differ from listen ({listen})"),
             });
         }
+        let operator = self
+            .operator
+            .or(file.operator)
+            .map(|o| {
+                mecfed_core::OperatorId::new(o).map_err(|e| ConfigError::Invalid {
+                    field: "operator",
+                    reason: e.reason,
+                })
+            })
+            .transpose()?;
         Ok(UpConfig {
             store,
             listen,
             admin_listen,
+            operator,
         })
     }
 }

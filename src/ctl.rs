@@ -4,10 +4,11 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use mecfed_api::sites::JoinTokenCreated;
-use mecfed_core::{Instance, Site};
+use mecfed_core::{App, Instance, Placement, PlacementPolicy, Site};
+use mecfed_scheduler::{Explanation, Unmet};
 use serde_json::json;
 
-use crate::cli::{CtlArgs, CtlCommand, JoinTokenCommand, OutputFormat};
+use crate::cli::{AppsCommand, CtlArgs, CtlCommand, JoinTokenCommand, OutputFormat};
 
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
@@ -71,8 +72,194 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 OutputFormat::Table => writeln!(out, "{}", created.token)?,
             }
         }
+        CtlCommand::Apps(AppsCommand::List) => {
+            let apps: Vec<App> = get_json(&client, &format!("{base}/mecfed/v1/apps")).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&apps)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &[
+                        "APP",
+                        "VERSION",
+                        "BUDGET",
+                        "SESSIONS/INSTANCE",
+                        "DEMAND AREAS",
+                    ],
+                    apps.iter()
+                        .map(|a| {
+                            vec![
+                                a.id.to_string(),
+                                a.version.clone(),
+                                format!("{} ms", a.qos.latency_budget_ms),
+                                a.qos.max_sessions_per_instance.to_string(),
+                                a.qos
+                                    .demand_areas
+                                    .iter()
+                                    .map(|d| format!("{}:{}", d.name, d.expected_sessions))
+                                    .collect::<Vec<_>>()
+                                    .join(","),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Apps(AppsCommand::Apply { file }) => {
+            let app: App = read_json(file)?;
+            let resp = client
+                .put(format!("{base}/mecfed/v1/apps/{}", app.id))
+                .json(&app)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let created = resp.status() == reqwest::StatusCode::CREATED;
+            let app: App = decode(resp).await?;
+            writeln!(
+                out,
+                "app {} {}",
+                app.id,
+                if created { "created" } else { "updated" }
+            )?;
+        }
+        CtlCommand::Apps(AppsCommand::Delete { app }) => {
+            let resp = client
+                .delete(format!("{base}/mecfed/v1/apps/{app}"))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            body_or_problem(resp).await?;
+            writeln!(out, "app {app} deleted")?;
+        }
+        CtlCommand::Policy { app, file } => {
+            let policy: PlacementPolicy = read_json(file)?;
+            let resp = client
+                .put(format!("{base}/mecfed/v1/apps/{app}/policy"))
+                .json(&policy)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let _: PlacementPolicy = decode(resp).await?;
+            writeln!(out, "policy of app {app} set")?;
+        }
+        CtlCommand::Placements { app } => {
+            let url = match app {
+                Some(a) => format!("{base}/mecfed/v1/placements?app={a}"),
+                None => format!("{base}/mecfed/v1/placements"),
+            };
+            let list: Vec<Placement> = get_json(&client, &url).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &["APP", "SITE", "REPLICAS", "STATE"],
+                    list.iter()
+                        .map(|p| {
+                            vec![
+                                p.app.to_string(),
+                                p.site.to_string(),
+                                p.replicas.to_string(),
+                                p.evicting_until.map_or_else(
+                                    || "placed".to_string(),
+                                    |t| format!("evicting (until {t})"),
+                                ),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Explain { app } => {
+            let e: Explanation =
+                get_json(&client, &format!("{base}/mecfed/v1/apps/{app}/explain")).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&e)?)?,
+                OutputFormat::Table => write_explanation(&mut out, &e)?,
+            }
+        }
     }
     Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
+}
+
+/// The decision, then a line per site: chosen ones with instances and score, rejected ones
+/// with their reasons.
+fn write_explanation(out: &mut impl Write, e: &Explanation) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "app {}: {} instance(s) wanted, {} placed on {} site(s); latency budget {} ms",
+        e.app,
+        e.decision.wanted,
+        e.decision.total(),
+        e.decision.targets.len(),
+        e.latency_budget_ms
+    )?;
+    for u in &e.decision.unmet {
+        match u {
+            Unmet::Demand {
+                area,
+                wanted,
+                placed,
+            } => writeln!(
+                out,
+                "unmet: {} wants {wanted}, {placed} placed",
+                area.as_deref().unwrap_or("(beyond the demand areas)")
+            )?,
+            Unmet::Spread {
+                by,
+                min_groups,
+                groups,
+            } => writeln!(
+                out,
+                "unmet: spread by {by:?} wants {min_groups} groups, reached {groups}"
+            )?,
+        }
+    }
+    let rows = e
+        .sites
+        .iter()
+        .map(|s| {
+            let rtt = s
+                .rtt
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}:{:.1}{}",
+                        r.area,
+                        r.rtt_ms,
+                        if r.measured { "m" } else { "" }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                s.site.to_string(),
+                s.operator.clone(),
+                s.zone.clone(),
+                if s.replicas > 0 {
+                    format!("chosen x{}", s.replicas)
+                } else {
+                    "rejected".into()
+                },
+                s.score
+                    .map(|x| format!("{:.1}", x.total))
+                    .unwrap_or_default(),
+                rtt,
+                s.details.join("; "),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        &[
+            "SITE", "OPERATOR", "ZONE", "DECISION", "SCORE", "RTT MS", "WHY NOT",
+        ],
+        rows,
+    )
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mecfed_api::{AdminState, ApiState, HttpMetrics, admin_router, router, serve};
+use mecfed_scheduler::{Controller, ControllerConfig, SchedulerMetrics};
 use mecfed_store::{AnyStore, Metered, StoreMetrics};
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -33,10 +34,17 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         .with_context(|| format!("opening store {}", config.store))?;
     let store = Metered::new(store, StoreMetrics::register(&registry)?);
 
-    let api = router(ApiState::new(
+    let mut api_state = ApiState::new(store.clone(), HttpMetrics::register(&registry, "api")?);
+    api_state.home_operator = config.operator.clone();
+    let api = router(api_state);
+    let controller = Controller::new(
         store.clone(),
-        HttpMetrics::register(&registry, "api")?,
-    ));
+        ControllerConfig {
+            home_operator: config.operator.clone(),
+            ..ControllerConfig::default()
+        },
+    )
+    .with_metrics(SchedulerMetrics::register(&registry)?);
     let admin = admin_router(AdminState::for_store(store.clone(), registry.clone()));
     let api_listener = TcpListener::bind(config.listen)
         .await
@@ -56,15 +64,17 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
-    let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx)));
+    let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx.clone())));
+    let scheduler_task = tokio::spawn(controller.run(stopped(stop_rx)));
 
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b) = tokio::join!(api_task, admin_task);
+        let (a, b, c) = tokio::join!(api_task, admin_task, scheduler_task);
         a??;
         b??;
+        c?;
         anyhow::Ok(())
     })
     .await;

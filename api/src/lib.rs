@@ -6,6 +6,7 @@
 //! Errors leave it as RFC 7807 `ProblemDetails` (`application/problem+json`).
 
 mod admin;
+mod apps;
 mod error;
 mod metrics;
 mod problem;
@@ -37,6 +38,8 @@ pub struct ApiState<S> {
     pub http_metrics: HttpMetrics,
     /// TTL of site leases.
     pub site_lease_ttl: Duration,
+    /// The operator this platform belongs to (scores its sites first in explanations).
+    pub home_operator: Option<mecfed_core::OperatorId>,
 }
 
 impl<S: Store> ApiState<S> {
@@ -46,6 +49,7 @@ impl<S: Store> ApiState<S> {
             store: Typed::new(store),
             http_metrics,
             site_lease_ttl: DEFAULT_SITE_LEASE_TTL,
+            home_operator: None,
         }
     }
 }
@@ -111,6 +115,26 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             put(sites::report_instance::<S>).delete(sites::forget_instance::<S>),
         )
         .route("/mecfed/v1/instances", get(sites::list_instances::<S>))
+        .route("/mecfed/v1/apps", get(apps::list_apps::<S>))
+        .route(
+            "/mecfed/v1/apps/{app_id}",
+            get(apps::get_app::<S>)
+                .put(apps::put_app::<S>)
+                .delete(apps::delete_app::<S>),
+        )
+        .route(
+            "/mecfed/v1/apps/{app_id}/policy",
+            get(apps::get_policy::<S>).put(apps::put_policy::<S>),
+        )
+        .route(
+            "/mecfed/v1/apps/{app_id}/schedule",
+            get(apps::get_schedule::<S>),
+        )
+        .route(
+            "/mecfed/v1/apps/{app_id}/explain",
+            get(apps::explain_app::<S>),
+        )
+        .route("/mecfed/v1/placements", get(apps::list_placements::<S>))
         .route(
             "/mecfed/v1/instances/{instance_id}/logs",
             get(sites::instance_logs::<S>),

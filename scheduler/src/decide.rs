@@ -33,12 +33,12 @@ use mecfed_core::{
     latency::{access_rtt_ms, max_transport_distance_m},
     m_to_chord,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::snapshot::{AppRecord, SiteHealth, SiteIdx, SiteRow, Snapshot};
 
 /// Why a site was not chosen; a site can have several.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Reason {
     /// The site is NotReady (and any instances there have failed over, or there are none).
@@ -164,7 +164,7 @@ pub struct Rejection {
 }
 
 /// Instances on one site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
     /// The site.
@@ -174,7 +174,7 @@ pub struct Target {
 }
 
 /// A need the decision could not meet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "kind")]
 pub enum Unmet {
     /// Fewer instances than wanted in reach of a demand area (`area` is `None` for instances
@@ -202,7 +202,7 @@ pub enum Unmet {
 }
 
 /// Where an app's instances go.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     /// Sites and their instance counts, in site id order.
@@ -249,7 +249,7 @@ impl Default for Weights {
 }
 
 /// A site's score, by part (each 0..=100) and in all.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Score {
     /// Latency part.

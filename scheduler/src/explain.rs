@@ -2,7 +2,7 @@
 //! explain` prints.
 
 use mecfed_core::{App, AppId, Failover, PlacementPolicy, SiteId, TaintEffect};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     decide::{Decision, Reason, Scheduler, Score},
@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// The predicted (or measured) round trip from a demand area to a site.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AreaRtt {
     /// Demand area.
@@ -24,7 +24,7 @@ pub struct AreaRtt {
 }
 
 /// One site in an explanation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SiteExplanation {
     /// Site.
@@ -49,7 +49,7 @@ pub struct SiteExplanation {
 }
 
 /// A decision with a line per site.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Explanation {
     /// App.

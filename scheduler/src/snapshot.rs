@@ -368,7 +368,7 @@ fn ratio(used: u64, cap: u64) -> f64 {
 }
 
 /// Load of a site in [0, 1] from what its agent reports in use.
-fn utilisation(site: &Site) -> f64 {
+pub(crate) fn utilisation(site: &Site) -> f64 {
     ratio(site.usage.cpu_millicores, site.capacity.cpu_millicores)
         .max(ratio(
             u64::from(site.usage.session_slots),
@@ -424,12 +424,24 @@ impl Snapshot {
     }
 
     /// Replaces `app`'s live placements by `decision`'s targets, moving the reservations (one
-    /// instance reserves `app.resources`). Evicting placements stay as they are.
-    pub fn commit(&mut self, app: &App, decision: &Decision) {
+    /// instance reserves `app.resources`). Evicting placements stay as they are; with
+    /// `evict_gracefully`, live placements on sites the decision leaves become evicting and
+    /// keep their reservation, as the controller's commit does.
+    pub fn commit(&mut self, app: &App, decision: &Decision, evict_gracefully: bool) {
+        let targets: Vec<SiteIdx> = decision
+            .targets
+            .iter()
+            .filter_map(|t| self.by_id.get(&t.site).copied())
+            .collect();
         let rec = self.apps.entry(app.id.clone()).or_default();
-        for p in rec.placed.iter().filter(|p| !p.evicting) {
+        for p in rec.placed.iter_mut().filter(|p| !p.evicting) {
+            if evict_gracefully && !targets.contains(&p.site) {
+                p.evicting = true;
+                continue;
+            }
             let row = &mut self.sites[p.site.get()];
             row.allocated = row.allocated.saturating_sub(&p.reserved);
+            p.replicas = 0;
         }
         rec.placed.retain(|p| p.evicting);
         for t in &decision.targets {

@@ -1,7 +1,7 @@
 //! Instances on edge sites across real processes: `mecfed up` on a real etcd, three agents
 //! (two of them in their own network namespaces, so sites have distinct addresses),
-//! `arena` placements (written through the typed store layer, as the issue allows until the
-//! scheduler lands), a 30 s platform outage that no instance notices, and a killed agent.
+//! `arena` placed on every site by the scheduler (a duplicated policy), a 30 s platform
+//! outage that no instance notices, and a killed agent.
 
 use std::{
     collections::BTreeMap,
@@ -12,10 +12,11 @@ use std::{
 use anyhow::{Result, bail};
 use arena_proto::{ClientMsg, ServerMsg, decode_server};
 use mecfed_core::{
-    App, AppId, AppQos, Artefact, DeveloperId, Instance, InstanceState, Placement, Port, Probe,
-    Protocol, Resources, SiteId,
+    App, AppId, AppQos, Artefact, DeveloperId, Instance, InstanceState, PlacementPolicy, Port,
+    Probe, Protocol, ReplicaScheduling, Resources,
 };
 use mecfed_e2e::{NetnsSite, Proc, arena_bin, free_port, get, mecfed_bin, wait_for_status};
+use mecfed_scheduler::AppPolicy;
 use mecfed_store::{EtcdStore, testing::EtcdProcess, typed::Typed};
 
 const START: Duration = Duration::from_secs(60);
@@ -187,20 +188,19 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
     let _a2 = agent(api, &token, "s2", dir.path(), Some(&ns2));
     let a3 = agent(api, &token, "s3", dir.path(), None);
 
-    // Placements straight into the store, as the scheduler will write them.
+    // A policy that puts one instance on every site; the scheduler places them.
     let typed = Typed::new(EtcdStore::connect(&[etcd.endpoint()]).await.unwrap());
+    typed
+        .put(&AppPolicy {
+            app: AppId::new("arena").unwrap(),
+            policy: PlacementPolicy {
+                replica_scheduling: ReplicaScheduling::Duplicated,
+                ..PlacementPolicy::default()
+            },
+        })
+        .await
+        .unwrap();
     typed.put(&arena_app()).await.unwrap();
-    for site in ["s1", "s2", "s3"] {
-        typed
-            .put(&Placement {
-                app: AppId::new("arena").unwrap(),
-                site: SiteId::new(site).unwrap(),
-                replicas: 1,
-                evicting_until: None,
-            })
-            .await
-            .unwrap();
-    }
     let before = wait_all_ready(&server, 3).await;
     let endpoint_of = |site: &str| {
         before

@@ -589,7 +589,7 @@ fn reservations_of_others_count_and_own_are_free_again() {
     assert_eq!(d.unmet.len(), 1);
     // Committing moves the reservation: a second app now finds the site full.
     let mut snap = snap;
-    snap.commit(&a, &d);
+    snap.commit(&a, &d, false);
     let (d2, _) = schedule(
         &snap,
         &app("third", 20, vec![area("cork", CORK, 50)]),

@@ -1,0 +1,746 @@
+//! The scheduler's controller: a level-triggered reconcile loop over the state store.
+//!
+//! Each pass reads the [`World`], records since when sites are NotReady, finishes graceful
+//! evictions whose replacements are ready (or whose time is up), re-decides every app whose
+//! inputs call for it ([`needs_decision`]), highest priority first, and commits each changed
+//! decision in one store transaction: the app's placements, the capacity ledgers of every
+//! site it touches and its schedule record, guarded by the revisions it read. A guard that
+//! fails means another writer moved first; the app is decided again on the next pass from
+//! fresh state. Passes run on store changes (debounced) and at least every `resync`.
+//!
+//! Sites an app leaves are not dropped at once: their placement is marked evicting and
+//! keeps its instances running until the app's instances elsewhere are ready, or until the
+//! policy's graceful eviction time has passed.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use mecfed_core::{
+    App, AppId, Instance, InstanceId, InstanceState, OperatorId, Placement, PlacementPolicy, SiteId,
+};
+use mecfed_store::{
+    Compare, Store, Txn, TxnOp,
+    typed::{Resource, Typed, TypedError, key},
+};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::{
+    decide::{Decision, Scheduler, Weights},
+    snapshot::{SiteHealth, Snapshot},
+    state::{Allocation, AppSchedule, Doc, SiteAllocation, SiteHealthRecord, World},
+};
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// The operator this platform belongs to (its sites cost less than partners').
+    pub home_operator: Option<OperatorId>,
+    /// Longest time between passes.
+    pub resync: Duration,
+    /// Score weights.
+    pub weights: Weights,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            home_operator: None,
+            resync: Duration::from_secs(1),
+            weights: Weights::default(),
+        }
+    }
+}
+
+/// The controller's Prometheus metrics.
+#[derive(Debug, Clone)]
+pub struct SchedulerMetrics {
+    decisions: IntCounter,
+    decision_seconds: Histogram,
+    commits: IntCounterVec,
+    pass_seconds: Histogram,
+    unmet_apps: IntGauge,
+    evictions: IntCounter,
+}
+
+impl SchedulerMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let decisions = IntCounter::new(
+            "mecfed_scheduler_decisions_total",
+            "Scheduling decisions computed",
+        )?;
+        let decision_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "mecfed_scheduler_decision_duration_seconds",
+                "Time to compute one decision",
+            )
+            .buckets(vec![1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1]),
+        )?;
+        let commits = IntCounterVec::new(
+            Opts::new(
+                "mecfed_scheduler_commits_total",
+                "Decision commits by outcome (committed, conflict)",
+            ),
+            &["outcome"],
+        )?;
+        let pass_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "mecfed_scheduler_pass_duration_seconds",
+                "Time of one reconcile pass, store reads and writes included",
+            )
+            .buckets(prometheus::exponential_buckets(1e-3, 3.0, 10)?),
+        )?;
+        let unmet_apps = IntGauge::new(
+            "mecfed_scheduler_unmet_apps",
+            "Apps whose last decision left a need unmet",
+        )?;
+        let evictions = IntCounter::new(
+            "mecfed_scheduler_evictions_completed_total",
+            "Evicting placements dropped after their replacement was ready or their time ran out",
+        )?;
+        registry.register(Box::new(decisions.clone()))?;
+        registry.register(Box::new(decision_seconds.clone()))?;
+        registry.register(Box::new(commits.clone()))?;
+        registry.register(Box::new(pass_seconds.clone()))?;
+        registry.register(Box::new(unmet_apps.clone()))?;
+        registry.register(Box::new(evictions.clone()))?;
+        Ok(Self {
+            decisions,
+            decision_seconds,
+            commits,
+            pass_seconds,
+            unmet_apps,
+            evictions,
+        })
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Apps decided.
+    pub decided: usize,
+    /// Decisions committed (changed placements or records).
+    pub committed: usize,
+    /// Commits refused because another writer moved first.
+    pub conflicts: usize,
+    /// Evicting placements dropped.
+    pub evicted: usize,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Whether `app` must be decided again (IO-free).
+///
+/// Yes when it was never decided, when its document or policy changed since, when the last
+/// decision left something unmet (capacity may have appeared), when a site it runs on is
+/// gone, NotReady, tainted, over-committed or near full (failover, eviction, rebalancing),
+/// or when a site it failed over from is Ready again (failback).
+pub fn needs_decision(
+    snap: &Snapshot,
+    app: &Doc<App>,
+    policy_revision: u64,
+    schedule: Option<&AppSchedule>,
+    placed_sites: &[SiteId],
+) -> bool {
+    let Some(s) = schedule else { return true };
+    if s.app_revision != app.revision || s.policy_revision != policy_revision || !s.unmet.is_empty()
+    {
+        return true;
+    }
+    let ready = |site: &SiteId| {
+        snap.index_of(site)
+            .is_some_and(|i| snap.health(i) == SiteHealth::Ready)
+    };
+    if s.failed_over_from.iter().any(ready) {
+        return true;
+    }
+    placed_sites.iter().any(|site| match snap.index_of(site) {
+        None => true,
+        Some(i) => {
+            let row = snap.site(i);
+            snap.health(i) != SiteHealth::Ready
+                || !row.taints.is_empty()
+                || !row.capacity.fits(&snap.allocated(i))
+                || crate::snapshot::utilisation(row) >= OVERLOAD
+        }
+    })
+}
+
+/// Load (the busier of CPU and session slots in use) at which a site's apps are re-decided,
+/// so that the queueing term can move them.
+pub const OVERLOAD: f64 = 0.9;
+
+/// Whether an evicting placement may go (IO-free): its time is up, or the app has at
+/// least `wanted` ready instances on its live placements.
+pub fn eviction_done(now: u64, until: u64, ready_live: u32, wanted: u32) -> bool {
+    now >= until || ready_live >= wanted
+}
+
+/// The failover record after a decision (IO-free): sites left while NotReady are added;
+/// sites chosen again are removed (failback done).
+pub fn next_failed_over(
+    previous: &[SiteId],
+    dropped_not_ready: &[SiteId],
+    targets: &[SiteId],
+) -> Vec<SiteId> {
+    let mut out: Vec<SiteId> = previous
+        .iter()
+        .chain(dropped_not_ready)
+        .filter(|s| !targets.contains(s))
+        .cloned()
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The scheduler's controller over a store.
+pub struct Controller<S> {
+    store: Typed<S>,
+    config: ControllerConfig,
+    scheduler: Scheduler,
+    metrics: Option<SchedulerMetrics>,
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("scheduler documents encode")
+}
+
+impl<S: Store> Controller<S> {
+    /// A controller over `store`.
+    pub fn new(store: S, config: ControllerConfig) -> Self {
+        Self {
+            store: Typed::new(store),
+            scheduler: Scheduler {
+                weights: config.weights,
+            },
+            config,
+            metrics: None,
+        }
+    }
+
+    /// Records metrics in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: SchedulerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs passes until `shutdown` resolves: after store changes (debounced by 50 ms) and at
+    /// least every `resync`. A failed pass is logged and retried on the next trigger.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut watcher = None;
+        loop {
+            if watcher.is_none() {
+                match self.store.store().watch(b"/mecfed/v1/", 0).await {
+                    Ok(w) => watcher = Some(w),
+                    Err(e) => tracing::warn!(error = %e, "scheduler: watch failed; polling"),
+                }
+            }
+            match self.pass(unix_now()).await {
+                Ok(r) if r.committed + r.evicted + r.conflicts > 0 => {
+                    tracing::info!(
+                        decided = r.decided,
+                        committed = r.committed,
+                        conflicts = r.conflicts,
+                        evicted = r.evicted,
+                        "scheduler pass"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
+            }
+            let wait = async {
+                match watcher.as_mut() {
+                    Some(w) => {
+                        if w.next().await.is_none() {
+                            return false;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        true
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return,
+                alive = wait => if !alive { watcher = None },
+                () = tokio::time::sleep(self.config.resync) => {}
+            }
+            // Drain what queued up meanwhile: one pass covers it all.
+            if let Some(w) = watcher.as_mut() {
+                while let Ok(Some(_)) =
+                    tokio::time::timeout(Duration::from_millis(1), w.next()).await
+                {}
+            }
+        }
+    }
+
+    /// One reconcile pass at `now`.
+    pub async fn pass(&self, now: u64) -> Result<PassReport, TypedError> {
+        let started = std::time::Instant::now();
+        let mut report = PassReport::default();
+        let world = World::load(&self.store).await?;
+        self.record_health(&world, now).await?;
+        report.evicted = self.finish_evictions(&world, now).await?;
+        let world = if report.evicted > 0 {
+            World::load(&self.store).await?
+        } else {
+            world
+        };
+        let mut snap = world.snapshot(now, self.config.home_operator.as_ref());
+        let mut ledgers: HashMap<SiteId, Doc<SiteAllocation>> = world.allocations.clone();
+
+        let mut placements: HashMap<&AppId, Vec<&Doc<Placement>>> = HashMap::new();
+        for p in &world.placements {
+            placements.entry(&p.value.app).or_default().push(p);
+        }
+        let app_ids: HashSet<&AppId> = world.apps.iter().map(|a| &a.value.id).collect();
+        // Placements of deleted apps go, with their ledger entries and record.
+        for (app, ps) in &placements {
+            if !app_ids.contains(app) {
+                let sched = world.schedules.get(*app);
+                self.remove_app(app, ps, sched, &mut ledgers).await?;
+            }
+        }
+
+        let mut order: Vec<(&Doc<App>, PlacementPolicy, u64)> = world
+            .apps
+            .iter()
+            .map(|a| {
+                let p = world.policies.get(&a.value.id);
+                (
+                    a,
+                    p.map(|p| p.value.clone()).unwrap_or_default(),
+                    p.map_or(0, |p| p.revision),
+                )
+            })
+            .collect();
+        order.sort_by(|a, b| {
+            b.1.priority
+                .cmp(&a.1.priority)
+                .then(a.0.value.id.cmp(&b.0.value.id))
+        });
+        let mut unmet = 0i64;
+        for (app, policy, policy_rev) in order {
+            let current: Vec<&Doc<Placement>> =
+                placements.get(&app.value.id).cloned().unwrap_or_default();
+            let placed: Vec<SiteId> = current
+                .iter()
+                .filter(|p| p.value.evicting_until.is_none())
+                .map(|p| p.value.site.clone())
+                .collect();
+            let sched = world.schedules.get(&app.value.id);
+            if !needs_decision(&snap, app, policy_rev, sched.map(|s| &s.value), &placed) {
+                continue;
+            }
+            let t = std::time::Instant::now();
+            let (decision, _) = self.scheduler.schedule(&snap, &app.value, &policy);
+            if let Some(m) = &self.metrics {
+                m.decisions.inc();
+                m.decision_seconds.observe(t.elapsed().as_secs_f64());
+            }
+            report.decided += 1;
+            if !decision.unmet.is_empty() {
+                unmet += 1;
+            }
+            match self
+                .commit(
+                    now,
+                    &snap,
+                    app,
+                    &policy,
+                    policy_rev,
+                    &decision,
+                    &current,
+                    sched,
+                    &mut ledgers,
+                )
+                .await?
+            {
+                Commit::Unchanged => {}
+                Commit::Committed => {
+                    report.committed += 1;
+                    snap.commit(&app.value, &decision, policy.graceful_eviction_seconds > 0);
+                }
+                Commit::Conflict => report.conflicts += 1,
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.commits
+                .with_label_values(&["committed"])
+                .inc_by(report.committed as u64);
+            m.commits
+                .with_label_values(&["conflict"])
+                .inc_by(report.conflicts as u64);
+            m.evictions.inc_by(report.evicted as u64);
+            if report.decided > 0 {
+                m.unmet_apps.set(unmet);
+            }
+            m.pass_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(report)
+    }
+
+    /// Writes since when each site is NotReady, and forgets it once Ready again.
+    async fn record_health(&self, world: &World, now: u64) -> Result<(), TypedError> {
+        for s in &world.sites {
+            let live = world.live.contains(&s.id);
+            match (live, world.health.get(&s.id)) {
+                (false, None) => {
+                    let rec = SiteHealthRecord {
+                        site: s.id.clone(),
+                        not_ready_since: now,
+                    };
+                    match self.store.create(&rec).await {
+                        Ok(_) | Err(TypedError::AlreadyExists { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                (true, Some(rec)) => {
+                    match self
+                        .store
+                        .delete::<SiteHealthRecord>(s.id.as_str(), Some(rec.revision))
+                        .await
+                    {
+                        Ok(_) | Err(TypedError::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops evicting placements whose replacements are ready or whose time is up.
+    async fn finish_evictions(&self, world: &World, now: u64) -> Result<usize, TypedError> {
+        let mut done = 0;
+        let live: HashSet<(&AppId, &SiteId)> = world
+            .placements
+            .iter()
+            .filter(|p| p.value.evicting_until.is_none())
+            .map(|p| (&p.value.app, &p.value.site))
+            .collect();
+        let ready_sites: HashSet<&SiteId> = world.live.iter().collect();
+        for p in &world.placements {
+            let Some(until) = p.value.evicting_until else {
+                continue;
+            };
+            let app = &p.value.app;
+            let wanted: u32 = world
+                .placements
+                .iter()
+                .filter(|q| &q.value.app == app && q.value.evicting_until.is_none())
+                .map(|q| q.value.replicas)
+                .sum();
+            let ready_live = world
+                .instances
+                .iter()
+                .filter(|i| {
+                    &i.app == app
+                        && i.state == InstanceState::Ready
+                        && live.contains(&(&i.app, &i.site))
+                        && ready_sites.contains(&i.site)
+                })
+                .count() as u32;
+            if !eviction_done(now, until, ready_live, wanted) {
+                continue;
+            }
+            let site = &p.value.site;
+            let ledger = world.allocations.get(site);
+            let mut txn = Txn::new().when([
+                Compare::mod_revision(key::<Placement>(&p.value.id()), p.revision),
+                Compare::mod_revision(
+                    key::<SiteAllocation>(site.as_str()),
+                    ledger.map_or(0, |l| l.revision),
+                ),
+            ]);
+            let mut ops = vec![TxnOp::Delete(key::<Placement>(&p.value.id()))];
+            if let Some(l) = ledger {
+                let mut next = l.value.clone();
+                next.apps.remove(app);
+                ops.push(ledger_op(site, &next));
+            }
+            // A site that is down cannot clean up its instances' reports itself.
+            if !ready_sites.contains(site) {
+                for i in 0..p.value.replicas {
+                    if let Ok(id) = InstanceId::new(format!("{app}-{site}-{i}")) {
+                        ops.push(TxnOp::Delete(key::<Instance>(id.as_str())));
+                    }
+                }
+            }
+            txn = txn.and_then(ops);
+            if self.store.store().txn(txn).await?.succeeded {
+                tracing::info!(app = %app, site = %site, ready_live, wanted, "eviction finished");
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    async fn remove_app(
+        &self,
+        app: &AppId,
+        placements: &[&Doc<Placement>],
+        sched: Option<&Doc<AppSchedule>>,
+        ledgers: &mut HashMap<SiteId, Doc<SiteAllocation>>,
+    ) -> Result<(), TypedError> {
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut next_ledgers = Vec::new();
+        for p in placements {
+            compares.push(Compare::mod_revision(
+                key::<Placement>(&p.value.id()),
+                p.revision,
+            ));
+            ops.push(TxnOp::Delete(key::<Placement>(&p.value.id())));
+            let site = &p.value.site;
+            let ledger = ledgers.get(site);
+            compares.push(Compare::mod_revision(
+                key::<SiteAllocation>(site.as_str()),
+                ledger.map_or(0, |l| l.revision),
+            ));
+            let mut next = ledger.map(|l| l.value.clone()).unwrap_or_default();
+            next.site = Some(site.clone());
+            next.apps.remove(app);
+            ops.push(ledger_op(site, &next));
+            next_ledgers.push((site.clone(), next));
+        }
+        if let Some(s) = sched {
+            compares.push(Compare::mod_revision(
+                key::<AppSchedule>(app.as_str()),
+                s.revision,
+            ));
+            ops.push(TxnOp::Delete(key::<AppSchedule>(app.as_str())));
+        }
+        let resp = self
+            .store
+            .store()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if resp.succeeded {
+            for (site, value) in next_ledgers {
+                ledgers.insert(
+                    site,
+                    Doc {
+                        value,
+                        revision: resp.revision,
+                    },
+                );
+            }
+            tracing::info!(app = %app, "placements of a deleted app removed");
+        }
+        Ok(())
+    }
+
+    /// Commits one decision; see the module docs.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        now: u64,
+        snap: &Snapshot,
+        app: &Doc<App>,
+        policy: &PlacementPolicy,
+        policy_revision: u64,
+        decision: &Decision,
+        current: &[&Doc<Placement>],
+        sched: Option<&Doc<AppSchedule>>,
+        ledgers: &mut HashMap<SiteId, Doc<SiteAllocation>>,
+    ) -> Result<Commit, TypedError> {
+        let app_id = &app.value.id;
+        let targets: BTreeMap<&SiteId, u32> = decision
+            .targets
+            .iter()
+            .map(|t| (&t.site, t.replicas))
+            .collect();
+        let target_sites: Vec<SiteId> = decision.targets.iter().map(|t| t.site.clone()).collect();
+        let mut touched: BTreeMap<SiteId, Option<Allocation>> = BTreeMap::new();
+        let mut ops = Vec::new();
+        let mut compares = Vec::new();
+        let mut dropped_not_ready = Vec::new();
+        // Dropped sites: evict gracefully (or at once when the policy allows no grace).
+        for p in current {
+            let site = &p.value.site;
+            if targets.contains_key(site) || p.value.evicting_until.is_some() {
+                continue;
+            }
+            let down = snap
+                .index_of(site)
+                .is_none_or(|i| snap.health(i) != SiteHealth::Ready);
+            if down {
+                dropped_not_ready.push(site.clone());
+            }
+            compares.push(Compare::mod_revision(
+                key::<Placement>(&p.value.id()),
+                p.revision,
+            ));
+            if policy.graceful_eviction_seconds > 0 {
+                let evicting = Placement {
+                    evicting_until: Some(now + u64::from(policy.graceful_eviction_seconds)),
+                    ..p.value.clone()
+                };
+                ops.push(TxnOp::put(
+                    key::<Placement>(&evicting.id()),
+                    encode(&evicting),
+                ));
+            } else {
+                ops.push(TxnOp::Delete(key::<Placement>(&p.value.id())));
+                touched.insert(site.clone(), None);
+            }
+        }
+        // Targets: write what changed.
+        for t in &decision.targets {
+            let existing = current.iter().find(|p| p.value.site == t.site);
+            let want = Placement {
+                app: app_id.clone(),
+                site: t.site.clone(),
+                replicas: t.replicas,
+                evicting_until: None,
+            };
+            if existing.is_some_and(|p| p.value == want) {
+                continue;
+            }
+            compares.push(Compare::mod_revision(
+                key::<Placement>(&want.id()),
+                existing.map_or(0, |p| p.revision),
+            ));
+            ops.push(TxnOp::put(key::<Placement>(&want.id()), encode(&want)));
+            let reserved = app
+                .value
+                .resources
+                .checked_mul(t.replicas)
+                .unwrap_or(app.value.resources);
+            touched.insert(
+                t.site.clone(),
+                Some(Allocation {
+                    replicas: t.replicas,
+                    reserved,
+                }),
+            );
+        }
+        let previous_fof = sched
+            .map(|s| s.value.failed_over_from.clone())
+            .unwrap_or_default();
+        let record = AppSchedule {
+            app: app_id.clone(),
+            app_revision: app.revision,
+            policy_revision,
+            wanted: decision.wanted,
+            unmet: decision.unmet.clone(),
+            failed_over_from: next_failed_over(&previous_fof, &dropped_not_ready, &target_sites),
+            decided_at: sched.map_or(now, |s| s.value.decided_at),
+        };
+        let record_same = sched.is_some_and(|s| {
+            let mut old = s.value.clone();
+            old.decided_at = record.decided_at;
+            old == record
+        });
+        if ops.is_empty() && record_same {
+            return Ok(Commit::Unchanged);
+        }
+        let record = AppSchedule {
+            decided_at: now,
+            ..record
+        };
+        compares.push(Compare::mod_revision(
+            key::<AppSchedule>(app_id.as_str()),
+            sched.map_or(0, |s| s.revision),
+        ));
+        ops.push(TxnOp::put(
+            key::<AppSchedule>(app_id.as_str()),
+            encode(&record),
+        ));
+        let mut next_ledgers = Vec::new();
+        for (site, alloc) in &touched {
+            let ledger = ledgers.get(site);
+            compares.push(Compare::mod_revision(
+                key::<SiteAllocation>(site.as_str()),
+                ledger.map_or(0, |l| l.revision),
+            ));
+            let mut next = ledger.map(|l| l.value.clone()).unwrap_or_default();
+            next.site = Some(site.clone());
+            match alloc {
+                Some(a) => next.apps.insert(app_id.clone(), *a),
+                None => next.apps.remove(app_id),
+            };
+            ops.push(ledger_op(site, &next));
+            next_ledgers.push((site.clone(), next));
+        }
+        let resp = self
+            .store
+            .store()
+            .txn(Txn::new().when(compares).and_then(ops))
+            .await?;
+        if !resp.succeeded {
+            tracing::debug!(app = %app_id, "decision commit lost a race; retrying next pass");
+            return Ok(Commit::Conflict);
+        }
+        for (site, value) in next_ledgers {
+            ledgers.insert(
+                site,
+                Doc {
+                    value,
+                    revision: resp.revision,
+                },
+            );
+        }
+        tracing::debug!(app = %app_id, targets = ?decision.targets, unmet = ?decision.unmet, "decision committed");
+        Ok(Commit::Committed)
+    }
+}
+
+fn ledger_op(site: &SiteId, ledger: &SiteAllocation) -> TxnOp {
+    if ledger.apps.is_empty() {
+        TxnOp::Delete(key::<SiteAllocation>(site.as_str()))
+    } else {
+        TxnOp::put(key::<SiteAllocation>(site.as_str()), encode(ledger))
+    }
+}
+
+enum Commit {
+    Unchanged,
+    Committed,
+    Conflict,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<SiteId> {
+        v.iter().map(|s| SiteId::new(*s).unwrap()).collect()
+    }
+
+    #[test]
+    fn failover_records_grow_on_failover_and_shrink_on_failback() {
+        assert_eq!(
+            next_failed_over(&[], &ids(&["a"]), &ids(&["b"])),
+            ids(&["a"])
+        );
+        assert_eq!(
+            next_failed_over(&ids(&["a"]), &ids(&["c"]), &ids(&["a", "b"])),
+            ids(&["c"])
+        );
+        assert_eq!(
+            next_failed_over(&ids(&["a", "a"]), &[], &ids(&["b"])),
+            ids(&["a"])
+        );
+    }
+
+    #[test]
+    fn evictions_end_when_replacements_are_ready_or_time_is_up() {
+        assert!(!eviction_done(100, 160, 1, 2));
+        assert!(eviction_done(100, 160, 2, 2));
+        assert!(eviction_done(160, 160, 0, 2));
+    }
+}
