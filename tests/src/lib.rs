@@ -46,12 +46,21 @@ pub fn arena_bin() -> &'static Path {
     BIN.get_or_init(|| workspace_bin("arena", "arena"))
 }
 
-/// A free TCP port on 127.0.0.1 (released before return; fine for tests).
+/// A free TCP port on 127.0.0.1 (released before return; fine for tests). Never the same
+/// port twice in one test process: the kernel may hand a just-released port out again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("bind 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A child process that is SIGKILLed when dropped.

@@ -36,7 +36,7 @@ fn agent(api: u16, token: &str, site: &str, op: &str, at: (f64, f64), data: &Pat
         .args(["--access-kinds", "nr5g"])
         .args(["--controller", &format!("http://127.0.0.1:{api}")])
         .args(["--join-token", token])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data.join(site));
     Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()

@@ -1,0 +1,117 @@
+//! The controller over a real embedded store: two controllers scheduling the same apps at the
+//! same time onto too little capacity never over-commit a site, and the capacity ledgers
+//! agree with the placements afterwards.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mecfed_core::{
+    App, AppId, AppQos, Artefact, DemandArea, DeveloperId, GeoPoint, OperatorId, Placement,
+    Resources, Site, SiteId, ZoneId,
+};
+use mecfed_scheduler::{Controller, ControllerConfig, SiteAllocation};
+use mecfed_store::{EmbeddedStore, Store, typed::Typed};
+
+fn site(i: usize) -> Site {
+    Site::new(
+        SiteId::new(format!("s{i}")).unwrap(),
+        OperatorId::new("op-a").unwrap(),
+        "cork",
+        ZoneId::new(format!("z{i}")).unwrap(),
+        GeoPoint::new(51.9 + 0.01 * i as f64, -8.47).unwrap(),
+        Resources::parse("cpu=8,memory=32Gi,sessions=1000").unwrap(),
+    )
+    .unwrap()
+}
+
+fn app(i: usize) -> App {
+    App {
+        id: AppId::new(format!("app-{i:02}")).unwrap(),
+        developer: DeveloperId::new("d").unwrap(),
+        name: "game".into(),
+        version: "1".into(),
+        artefact: Artefact::Process {
+            command: "x".into(),
+            args: vec![],
+            env: BTreeMap::new(),
+        },
+        ports: vec![],
+        resources: Resources::parse("cpu=1,memory=1Gi,sessions=50").unwrap(),
+        readiness: None,
+        qos: AppQos {
+            latency_budget_ms: 20,
+            five_qi: None,
+            max_sessions_per_instance: 50,
+            demand_areas: vec![DemandArea::circle(
+                "cork",
+                GeoPoint::new(51.9, -8.47).unwrap(),
+                3_000.0,
+                150,
+            )],
+        },
+        stateful: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_controllers_never_over_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let typed = Typed::new(store.clone());
+    for i in 0..3 {
+        typed.put(&site(i)).await.unwrap();
+        // The site registry's liveness record: the site is Ready.
+        store
+            .put(
+                format!("/mecfed/v1/siteleases/s{i}").as_bytes(),
+                format!(r#"{{"site":"s{i}"}}"#).as_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    // 12 apps of 3 instances of one core each: 36 cores wanted, 24 there.
+    for i in 0..12 {
+        typed.put(&app(i)).await.unwrap();
+    }
+    let a = Controller::new(store.clone(), ControllerConfig::default());
+    let b = Controller::new(store.clone(), ControllerConfig::default());
+    let mut committed = 0;
+    let mut conflicts = 0;
+    for round in 0..4 {
+        let (ra, rb) = tokio::join!(a.pass(1_000 + round), b.pass(1_000 + round));
+        for r in [ra.unwrap(), rb.unwrap()] {
+            committed += r.committed;
+            conflicts += r.conflicts;
+        }
+    }
+    assert!(
+        committed >= 8,
+        "at most 8 apps fit in full: {committed} commits"
+    );
+
+    let (placements, _) = typed.list::<Placement>().await.unwrap();
+    let (ledgers, _) = typed.list::<SiteAllocation>().await.unwrap();
+    let mut used: HashMap<SiteId, u64> = HashMap::new();
+    for p in &placements {
+        *used.entry(p.value.site.clone()).or_default() += u64::from(p.value.replicas) * 1000;
+    }
+    for (site, cpu) in &used {
+        assert!(*cpu <= 8000, "{site} over-committed: {cpu}m of 8000m");
+    }
+    // The ledgers say exactly what the placements say.
+    let ledger_cpu: HashMap<SiteId, u64> = ledgers
+        .iter()
+        .map(|l| {
+            (
+                l.value.site.clone().unwrap(),
+                l.value.total().cpu_millicores,
+            )
+        })
+        .collect();
+    assert_eq!(ledger_cpu, used, "conflicts seen: {conflicts}");
+    assert_eq!(
+        used.values().sum::<u64>(),
+        24_000,
+        "the capacity is used in full"
+    );
+}
