@@ -13,7 +13,7 @@ use std::{
 };
 
 use mecfed_api::sites::InstanceReport;
-use mecfed_core::{AppId, Artefact, InstanceId};
+use mecfed_core::{AppId, Artefact, InstanceId, InstanceState, LoadProbe};
 use tokio::sync::watch;
 
 use crate::{
@@ -39,7 +39,9 @@ pub struct Reconciler {
     state_path: PathBuf,
     desired: BTreeMap<InstanceId, InstanceSpec>,
     running: BTreeMap<InstanceId, Running>,
-    reported: BTreeMap<InstanceId, InstanceStatus>,
+    reported: BTreeMap<InstanceId, (InstanceStatus, Option<u32>)>,
+    /// Client for load probes.
+    http: reqwest::Client,
     /// The credential `reported` was sent with.
     reported_with: Option<String>,
 }
@@ -59,6 +61,7 @@ fn spec_of(a: &mecfed_api::sites::Assignment) -> Option<InstanceSpec> {
         ports: a.app.ports.clone(),
         probe: a.app.readiness.clone(),
         resources: a.app.resources,
+        load: a.app.load.clone(),
     })
 }
 
@@ -80,6 +83,10 @@ impl Reconciler {
             desired,
             running: BTreeMap::new(),
             reported: BTreeMap::new(),
+            http: reqwest::Client::builder()
+                .timeout(LOAD_TIMEOUT)
+                .build()
+                .map_err(std::io::Error::other)?,
             reported_with: None,
         })
     }
@@ -188,7 +195,14 @@ impl Reconciler {
         let mut sent = Vec::new();
         for (id, r) in &self.running {
             let status = r.handle.status.borrow().clone();
-            if self.reported.get(id) == Some(&status) {
+            let load = self.desired.get(id).and_then(|s| s.load.as_ref());
+            let sessions = match load {
+                Some(l) if status.state == InstanceState::Ready => {
+                    read_load(&self.http, l, &status.ports, self.process.advertise).await
+                }
+                _ => None,
+            };
+            if self.reported.get(id) == Some(&(status.clone(), sessions)) {
                 continue;
             }
             let body = InstanceReport {
@@ -196,9 +210,10 @@ impl Reconciler {
                 state: status.state,
                 endpoint: status.endpoint.clone(),
                 pid: status.pid,
+                sessions,
             };
             if self.platform.report(cred, id, &body).await {
-                sent.push((id.clone(), status));
+                sent.push((id.clone(), (status, sessions)));
             }
         }
         self.reported.extend(sent);
@@ -211,4 +226,26 @@ impl Reconciler {
         };
         self.platform.forget(&cred, id).await;
     }
+}
+
+/// How long a load probe may take.
+const LOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The sessions an instance reports through its load probe; `None` when it does not answer.
+async fn read_load(
+    http: &reqwest::Client,
+    probe: &LoadProbe,
+    ports: &BTreeMap<String, u16>,
+    host: std::net::Ipv4Addr,
+) -> Option<u32> {
+    let port = ports.get(&probe.port)?;
+    let resp = http
+        .get(format!("http://{host}:{port}{}", probe.path))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    LoadProbe::sessions_in(&resp.bytes().await.ok()?)
 }

@@ -39,6 +39,10 @@ pub struct InstanceSpec {
     pub probe: Option<Probe>,
     /// Resource limits.
     pub resources: Resources,
+    /// Load probe. Not part of how the instance runs: left out of the hash (adding one
+    /// restarts nothing) and of the state on disk (the next assignments bring it back).
+    #[serde(skip)]
+    pub load: Option<mecfed_core::LoadProbe>,
 }
 
 impl InstanceSpec {
@@ -318,6 +322,7 @@ mod tests {
             ports: vec![],
             probe: None,
             resources: Resources::ZERO,
+            load: None,
         }
     }
 

@@ -22,6 +22,7 @@ fn spec(id: &str, command: &str, args: &[&str]) -> InstanceSpec {
         ports: vec![],
         probe: None,
         resources: Resources::ZERO,
+        load: None,
     }
 }
 

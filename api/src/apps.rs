@@ -10,7 +10,8 @@ use axum::{
 };
 use mecfed_core::{App, AppId, Placement, PlacementPolicy};
 use mecfed_scheduler::{
-    AppPolicy, AppSchedule, Explanation, Scheduler, World, controller::unix_now, explain,
+    AppPolicy, AppSchedule, Explanation, Scheduler, World, autoscale::with_demand,
+    controller::unix_now, explain,
 };
 use mecfed_store::Store;
 use serde::Deserialize;
@@ -158,10 +159,19 @@ pub(crate) async fn explain_app<S: Store>(
         .ok_or_else(|| ApiError::NotFound(format!("app {id} not found")))?;
     let snap = world.snapshot(unix_now(), st.home_operator.as_ref());
     let policy = world.policy_of(&id);
-    Ok(Json(explain(
-        &Scheduler::default(),
-        &snap,
-        &app.value,
-        &policy,
-    )))
+    // The autoscaler's demand, where the last decision was made for one.
+    let app = match world.schedules.get(&id) {
+        Some(s) if !s.value.demand.is_empty() => {
+            let n: Vec<u32> = app
+                .value
+                .qos
+                .demand_areas
+                .iter()
+                .map(|a| s.value.demand.get(&a.name).copied().unwrap_or(0))
+                .collect();
+            with_demand(&app.value, &n)
+        }
+        _ => app.value.clone(),
+    };
+    Ok(Json(explain(&Scheduler::default(), &snap, &app, &policy)))
 }

@@ -297,6 +297,9 @@ pub struct InstanceReport {
     /// Process id on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Sessions it hosts (apps with a load probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
 }
 
 /// Checks a site's bearer credential against its live lease record.
@@ -367,6 +370,7 @@ pub(crate) async fn report_instance<S: Store>(
         state: report.state,
         endpoint: report.endpoint,
         pid: report.pid,
+        sessions: report.sessions,
     };
     let current = st.store.get::<Instance>(id.as_str()).await?;
     if current.as_ref().map(|c| &c.value) != Some(&instance) {

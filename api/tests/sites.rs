@@ -292,6 +292,7 @@ async fn assignments_follow_placements_and_agents_report_instances() {
             max_sessions_per_instance: 50,
             demand_areas: vec![],
         },
+        load: None,
         stateful: true,
     };
     typed.put(&app).await.unwrap();

@@ -87,6 +87,29 @@ impl Probe {
 /// Most demand areas one app may have.
 pub const MAX_DEMAND_AREAS: usize = 64;
 
+/// How an agent reads an instance's session load: an HTTP GET of `path` on the named port,
+/// answered with JSON that is either an array (one element per session, as `arena`'s
+/// `GET /sessions`) or an object with a numeric `sessions` field.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadProbe {
+    /// Port name.
+    pub port: String,
+    /// Path, starting with `/`.
+    pub path: String,
+}
+
+impl LoadProbe {
+    /// The session count in a load probe's answer, if it has one.
+    pub fn sessions_in(body: &[u8]) -> Option<u32> {
+        match serde_json::from_slice::<serde_json::Value>(body).ok()? {
+            serde_json::Value::Array(a) => u32::try_from(a.len()).ok(),
+            serde_json::Value::Object(o) => u32::try_from(o.get("sessions")?.as_u64()?).ok(),
+            _ => None,
+        }
+    }
+}
+
 /// Where users of an app are expected, and how many at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -189,6 +212,9 @@ pub struct App {
     /// Readiness check; without one, a started instance counts as ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<Probe>,
+    /// How to read an instance's session load (for autoscaling); none: not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadProbe>,
     /// QoS.
     pub qos: AppQos,
     /// Whether sessions carry state that must move on relocation.
@@ -243,6 +269,14 @@ impl App {
                     "must start with '/'",
                 )?;
             }
+        }
+        if let Some(l) = &self.load {
+            ensure(
+                self.ports.iter().any(|port| port.name == l.port),
+                "load.port",
+                "must name one of the app's ports",
+            )?;
+            ensure(l.path.starts_with('/'), "load.path", "must start with '/'")?;
         }
         let q = &self.qos;
         ensure(
@@ -354,6 +388,9 @@ pub struct Instance {
     /// Process id on its node, while running (edge nodes only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// Sessions it hosts, where the app has a load probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u32>,
 }
 
 #[cfg(test)]
@@ -391,6 +428,7 @@ mod tests {
                     400,
                 )],
             },
+            load: None,
             stateful: true,
         }
     }
@@ -432,6 +470,20 @@ mod tests {
         let mut a = app();
         a.artefact = Artefact::Container { image: "".into() };
         assert_eq!(a.validate().unwrap_err().field, "artefact.image");
+    }
+
+    #[test]
+    fn load_answers_are_arrays_or_counts() {
+        assert_eq!(LoadProbe::sessions_in(br#"[{"id":1},{"id":2}]"#), Some(2));
+        assert_eq!(LoadProbe::sessions_in(br#"{"sessions": 7}"#), Some(7));
+        assert_eq!(LoadProbe::sessions_in(br#"{"sessions": -1}"#), None);
+        assert_eq!(LoadProbe::sessions_in(b"nope"), None);
+        let mut a = app();
+        a.load = Some(LoadProbe {
+            port: "game".into(),
+            path: "sessions".into(),
+        });
+        assert_eq!(a.validate().unwrap_err().field, "load.path");
     }
 
     #[test]

@@ -18,8 +18,8 @@ mod site;
 mod ue;
 
 pub use app::{
-    App, AppQos, Artefact, DemandArea, Instance, InstanceState, MAX_DEMAND_AREAS, Placement, Port,
-    Probe, Protocol,
+    App, AppQos, Artefact, DemandArea, Instance, InstanceState, LoadProbe, MAX_DEMAND_AREAS,
+    Placement, Port, Probe, Protocol,
 };
 pub use error::ValidationError;
 pub use geo_point::{EARTH_RADIUS_M, GeoPoint, chord_to_m, chord2, m_to_chord};
@@ -27,8 +27,8 @@ pub use ids::{
     AppId, DeveloperId, InstanceId, MAX_ID_LEN, NodeId, OperatorId, SessionId, SiteId, UeId, ZoneId,
 };
 pub use policy::{
-    AppAffinity, AppRelation, Failback, Failover, PlacementPolicy, ReplicaScheduling, SiteSelector,
-    SpreadBy, SpreadConstraint, StaticWeight, Toleration,
+    AppAffinity, AppRelation, Autoscaling, Failback, Failover, PlacementPolicy, ReplicaScheduling,
+    SiteSelector, SpreadBy, SpreadConstraint, StaticWeight, Toleration,
 };
 pub use resources::Resources;
 pub use site::{AccessKind, LimitEnforcement, Site, SiteKind, SiteStatus, Taint, TaintEffect};

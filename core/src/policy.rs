@@ -225,6 +225,52 @@ pub enum Failback {
     WhenRecovered,
 }
 
+/// Instance counts that follow the sessions actually hosted, per demand area, in the manner
+/// of the Kubernetes HorizontalPodAutoscaler: the recommendation is the instances needed to
+/// hold the area's sessions at `targetUtilisationPercent` of the app's sessions per
+/// instance; a scale-up takes effect only when every recommendation of the last
+/// `scaleUpStabilisationSeconds` asked for it, a scale-down only when every recommendation
+/// of the last `scaleDownStabilisationSeconds` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscaling {
+    /// Sessions per instance to aim at, as a share of the app's maximum, 1 to 100.
+    #[serde(default = "default_target")]
+    pub target_utilisation_percent: u32,
+    /// How long a higher recommendation must persist.
+    #[serde(default)]
+    pub scale_up_stabilisation_seconds: u32,
+    /// How long a lower recommendation must persist.
+    #[serde(default = "default_down_window")]
+    pub scale_down_stabilisation_seconds: u32,
+    /// Fewest instances per demand area.
+    #[serde(default = "one")]
+    pub min_instances_per_area: u32,
+    /// Most instances per demand area; `None` means no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances_per_area: Option<u32>,
+}
+
+fn default_target() -> u32 {
+    70
+}
+
+fn default_down_window() -> u32 {
+    300
+}
+
+impl Default for Autoscaling {
+    fn default() -> Self {
+        Self {
+            target_utilisation_percent: default_target(),
+            scale_up_stabilisation_seconds: 0,
+            scale_down_stabilisation_seconds: default_down_window(),
+            min_instances_per_area: 1,
+            max_instances_per_area: None,
+        }
+    }
+}
+
 /// Where an app may run and how its instances are spread.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -263,6 +309,9 @@ pub struct PlacementPolicy {
     /// Higher priorities are scheduled first.
     #[serde(default)]
     pub priority: i32,
+    /// Demand from observed sessions rather than the declared expectation; none: declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
 }
 
 fn default_eviction_seconds() -> u32 {
@@ -283,6 +332,7 @@ impl Default for PlacementPolicy {
             failback: Failback::default(),
             graceful_eviction_seconds: default_eviction_seconds(),
             priority: 0,
+            autoscaling: None,
         }
     }
 }
@@ -320,6 +370,26 @@ impl PlacementPolicy {
         }
         for t in &self.tolerations {
             ensure(!t.key.is_empty(), "tolerations.key", "must not be empty")?;
+        }
+        if let Some(a) = &self.autoscaling {
+            ensure(
+                (1..=100).contains(&a.target_utilisation_percent),
+                "autoscaling.targetUtilisationPercent",
+                "must be between 1 and 100",
+            )?;
+            ensure(
+                a.scale_up_stabilisation_seconds <= 3_600
+                    && a.scale_down_stabilisation_seconds <= 3_600,
+                "autoscaling.stabilisation",
+                "windows are at most 3600 seconds",
+            )?;
+            if let Some(max) = a.max_instances_per_area {
+                ensure(
+                    max >= a.min_instances_per_area,
+                    "autoscaling.maxInstancesPerArea",
+                    "must not be below minInstancesPerArea",
+                )?;
+            }
         }
         ensure(
             self.graceful_eviction_seconds <= 86_400,

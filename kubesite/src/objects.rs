@@ -497,6 +497,8 @@ pub fn instance_reports(
                         state,
                         endpoint: endpoint(name, first_port, &app_slices),
                         pid: None,
+                        // Load probes are read by edge-node agents only, for now.
+                        sessions: None,
                     }
                 }
                 None => InstanceReport {
@@ -504,6 +506,7 @@ pub fn instance_reports(
                     state: InstanceState::Pending,
                     endpoint: None,
                     pid: None,
+                    sessions: None,
                 },
             };
             out.insert(instance.clone(), report);

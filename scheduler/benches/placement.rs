@@ -80,9 +80,9 @@ fn controller() {
         let policy = world::policy();
         for i in 0..apps {
             let mut app = world::app(i, &mut rng);
-            // A tenth of the benchmark's demand, so that 10,000 apps fit on 1,000 sites.
+            // A twentieth of the decision benchmark's demand: 10,000 apps fit on 1,000 sites.
             for a in &mut app.qos.demand_areas {
-                a.expected_sessions = (a.expected_sessions / 10).max(1);
+                a.expected_sessions = (a.expected_sessions / 20).max(1);
             }
             typed
                 .put(&AppPolicy {

@@ -27,6 +27,7 @@ use mecfed_store::{
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::{
+    autoscale::{AreaScaler, area_sessions, declared, recommend, with_demand},
     decide::{Decision, Scheduler, Weights},
     snapshot::{SiteHealth, Snapshot},
     state::{Allocation, AppSchedule, Doc, SiteAllocation, SiteHealthRecord, World},
@@ -142,16 +143,21 @@ pub fn unix_now() -> u64 {
 /// Yes when it was never decided, when its document or policy changed since, when the last
 /// decision left something unmet (capacity may have appeared), when a site it runs on is
 /// gone, NotReady, tainted, over-committed or near full (failover, eviction, rebalancing),
-/// or when a site it failed over from is Ready again (failback).
+/// when a site it failed over from is Ready again (failback), or when the autoscaler's demand
+/// differs from the one decided on.
 pub fn needs_decision(
     snap: &Snapshot,
     app: &Doc<App>,
     policy_revision: u64,
+    demand: &BTreeMap<String, u32>,
     schedule: Option<&AppSchedule>,
     placed_sites: &[SiteId],
 ) -> bool {
     let Some(s) = schedule else { return true };
-    if s.app_revision != app.revision || s.policy_revision != policy_revision || !s.unmet.is_empty()
+    if s.app_revision != app.revision
+        || s.policy_revision != policy_revision
+        || !s.unmet.is_empty()
+        || &s.demand != demand
     {
         return true;
     }
@@ -208,6 +214,8 @@ pub struct Controller<S> {
     config: ControllerConfig,
     scheduler: Scheduler,
     metrics: Option<SchedulerMetrics>,
+    /// Recommendation histories per app and demand area (in memory, as the HPA keeps them).
+    scalers: parking_lot::Mutex<HashMap<(AppId, String), AreaScaler>>,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -224,6 +232,7 @@ impl<S: Store> Controller<S> {
             },
             config,
             metrics: None,
+            scalers: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -340,11 +349,33 @@ impl<S: Store> Controller<S> {
                 .map(|p| p.value.site.clone())
                 .collect();
             let sched = world.schedules.get(&app.value.id);
-            if !needs_decision(&snap, app, policy_rev, sched.map(|s| &s.value), &placed) {
+            let scaled = self.autoscale(now, &snap, &world, app, &policy, sched, &placed);
+            let demand: BTreeMap<String, u32> = match &scaled {
+                Some(n) => app
+                    .value
+                    .qos
+                    .demand_areas
+                    .iter()
+                    .map(|a| a.name.clone())
+                    .zip(n.iter().copied())
+                    .collect(),
+                None => BTreeMap::new(),
+            };
+            if !needs_decision(
+                &snap,
+                app,
+                policy_rev,
+                &demand,
+                sched.map(|s| &s.value),
+                &placed,
+            ) {
                 continue;
             }
+            let effective = scaled.as_deref().map(|n| with_demand(&app.value, n));
             let t = std::time::Instant::now();
-            let (decision, _) = self.scheduler.schedule(&snap, &app.value, &policy);
+            let (decision, _) =
+                self.scheduler
+                    .schedule(&snap, effective.as_ref().unwrap_or(&app.value), &policy);
             if let Some(m) = &self.metrics {
                 m.decisions.inc();
                 m.decision_seconds.observe(t.elapsed().as_secs_f64());
@@ -360,6 +391,7 @@ impl<S: Store> Controller<S> {
                     app,
                     &policy,
                     policy_rev,
+                    demand,
                     &decision,
                     &current,
                     sched,
@@ -389,6 +421,59 @@ impl<S: Store> Controller<S> {
             m.pass_seconds.observe(started.elapsed().as_secs_f64());
         }
         Ok(report)
+    }
+
+    /// The autoscaler's instances per demand area, when the policy autoscales and the app's
+    /// ready instances report their sessions; `None` means the declared demand applies.
+    #[allow(clippy::too_many_arguments)]
+    fn autoscale(
+        &self,
+        now: u64,
+        snap: &Snapshot,
+        world: &World,
+        app: &Doc<App>,
+        policy: &PlacementPolicy,
+        sched: Option<&Doc<AppSchedule>>,
+        placed: &[SiteId],
+    ) -> Option<Vec<u32>> {
+        let cfg = policy.autoscaling?;
+        let app = &app.value;
+        if app.qos.demand_areas.is_empty() {
+            return None;
+        }
+        let mut per_site: BTreeMap<crate::SiteIdx, u32> = BTreeMap::new();
+        for i in &world.instances {
+            if i.app != app.id || i.state != InstanceState::Ready || !placed.contains(&i.site) {
+                continue;
+            }
+            if let (Some(n), Some(idx)) = (i.sessions, snap.index_of(&i.site)) {
+                *per_site.entry(idx).or_default() += n;
+            }
+        }
+        if per_site.is_empty() {
+            return None;
+        }
+        let per_site: Vec<_> = per_site.into_iter().collect();
+        let load = area_sessions(snap, app, &per_site);
+        let declared = declared(app);
+        let mut scalers = self.scalers.lock();
+        let out = app
+            .qos
+            .demand_areas
+            .iter()
+            .enumerate()
+            .map(|(a, area)| {
+                let current = sched
+                    .and_then(|s| s.value.demand.get(&area.name).copied())
+                    .unwrap_or(declared[a]);
+                let rec = recommend(load[a], app.qos.max_sessions_per_instance, &cfg);
+                scalers
+                    .entry((app.id.clone(), area.name.clone()))
+                    .or_default()
+                    .handle_recommendation(now, rec, current, &cfg)
+            })
+            .collect();
+        Some(out)
     }
 
     /// Writes since when each site is NotReady, and forgets it once Ready again.
@@ -552,6 +637,7 @@ impl<S: Store> Controller<S> {
         app: &Doc<App>,
         policy: &PlacementPolicy,
         policy_revision: u64,
+        demand: BTreeMap<String, u32>,
         decision: &Decision,
         current: &[&Doc<Placement>],
         sched: Option<&Doc<AppSchedule>>,
@@ -636,6 +722,7 @@ impl<S: Store> Controller<S> {
             app_revision: app.revision,
             policy_revision,
             wanted: decision.wanted,
+            demand,
             unmet: decision.unmet.clone(),
             failed_over_from: next_failed_over(&previous_fof, &dropped_not_ready, &target_sites),
             decided_at: sched.map_or(now, |s| s.value.decided_at),

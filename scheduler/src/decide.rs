@@ -437,9 +437,9 @@ struct AreaGeo {
 
 impl AreaGeo {
     /// Great-circle distance (m) to the area's farthest point from `site`.
-    fn farthest_m(&self, site: &[f64; 3]) -> f64 {
+    fn farthest_m(&self, site: &[f64; 3], centre_chord2: f64) -> f64 {
         if self.corners.is_empty() {
-            chord_to_m(chord2(&self.centre, site).sqrt()) + self.radius_m
+            chord_to_m(centre_chord2.sqrt()) + self.radius_m
         } else {
             let c2 = self
                 .corners
@@ -654,7 +654,12 @@ impl<'a> Run<'a> {
                 }
             }
             // Taints: NoExecute evicts; NoSchedule only keeps new instances away.
-            for t in &row.site.taints {
+            let taints: &[mecfed_core::Taint] = if row.tainted {
+                &snap.infos[i].taints
+            } else {
+                &[]
+            };
+            for t in taints {
                 if policy.tolerations.iter().any(|tol| tol.tolerates(t)) {
                     continue;
                 }
@@ -686,7 +691,6 @@ impl<'a> Run<'a> {
             }
             // Capacity for one more instance, the app's own reservation counted as free.
             let free = row
-                .site
                 .capacity
                 .saturating_sub(&row.allocated.saturating_sub(&own));
             if !free.fits(&need) {
@@ -711,8 +715,13 @@ impl<'a> Run<'a> {
                 let m = measured[a].and_then(|m| m.get(&idx)).copied();
                 let rtt = match m {
                     Some(rtt) => rtt,
-                    None if chord2(&area.centre, &row.unit) > area.prune_chord2 => continue,
-                    None => row.predicted_rtt_ms(area.farthest_m(&row.unit)),
+                    None => {
+                        let c2 = chord2(&area.centre, &row.unit);
+                        if c2 > area.prune_chord2 {
+                            continue;
+                        }
+                        row.predicted_rtt_ms(area.farthest_m(&row.unit, c2))
+                    }
                 };
                 if rtt <= budget {
                     reach |= 1 << a;
@@ -1280,7 +1289,7 @@ impl<'a> Run<'a> {
             let idx = SiteIdx(i as u32);
             if c.assigned > 0 {
                 targets.push(Target {
-                    site: self.snap.sites[i].site.id.clone(),
+                    site: self.snap.infos[i].id.clone(),
                     replicas: c.assigned,
                 });
                 continue;

@@ -85,7 +85,7 @@ pub fn explain(
         .indices()
         .map(|idx| {
             let row = &snap.sites[idx.get()];
-            let site = &row.site;
+            let site = snap.site(idx);
             let replicas = decision
                 .targets
                 .iter()
@@ -168,7 +168,7 @@ fn detail(
     budget: f64,
 ) -> String {
     let row = &snap.sites[idx.get()];
-    let site = &row.site;
+    let site = snap.site(idx);
     let own = snap
         .apps
         .get(&app.id)

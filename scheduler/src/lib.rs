@@ -5,13 +5,15 @@
 //!   spread, affinity groups with overflow.
 //! - [`snapshot`]: the world one decision reads, interned for speed.
 //! - [`explain`]: per site, why it was chosen or rejected, with the numbers.
+//! - [`autoscale`]: instance counts per demand area from observed sessions (HPA-style).
 //! - [`state`]: the scheduler's documents in the store and the [`state::World`] read from it.
 //! - [`controller`]: the reconcile loop that decides and commits through store transactions.
 //!
-//! Architecture Invariant: `decide`, `snapshot` and `explain` do no IO, read no clock and
+//! Architecture Invariant: `decide`, `snapshot`, `explain` and `autoscale` do no IO, read no clock and
 //! draw no random numbers; time arrives as `now` in the snapshot. Only `state` and
 //! `controller` touch the store.
 
+pub mod autoscale;
 pub mod controller;
 pub mod decide;
 pub mod explain;

@@ -59,11 +59,15 @@ impl Interner {
     }
 }
 
-/// One site, pre-digested for decisions.
+/// One site, pre-digested for decisions: only what the per-site loop reads, so a thousand
+/// rows stay in cache (the full [`Site`] is kept aside in `Snapshot::infos`).
 #[derive(Debug, Clone)]
 pub(crate) struct SiteRow {
-    pub(crate) site: Site,
     pub(crate) health: SiteHealth,
+    /// Total capacity.
+    pub(crate) capacity: Resources,
+    /// Whether the site has any taint.
+    pub(crate) tainted: bool,
     /// Position on the unit sphere.
     pub(crate) unit: [f64; 3],
     /// Access round trip of the fastest radio the site serves (5G when it serves none).
@@ -134,6 +138,8 @@ pub struct Snapshot {
     /// Per interned operator: whether it accepts placements; empty means every operator does.
     pub(crate) operator_allowed: Vec<bool>,
     pub(crate) sites: Vec<SiteRow>,
+    /// The full sites, in the same order as `sites`.
+    pub(crate) infos: Vec<Site>,
     pub(crate) by_id: HashMap<SiteId, SiteIdx>,
     pub(crate) operators: Interner,
     pub(crate) regions: Interner,
@@ -252,6 +258,7 @@ impl SnapshotBuilder {
         let mut label_values = Interner::default();
         let home_operator = self.home_operator.map(|o| operators.intern(o.as_str()));
         let mut rows = Vec::with_capacity(sites.len());
+        let mut infos = Vec::with_capacity(sites.len());
         let mut by_id = HashMap::with_capacity(sites.len());
         for (i, (site, health)) in sites.into_iter().enumerate() {
             let idx = SiteIdx(u32::try_from(i).expect("fewer than 2^32 sites"));
@@ -282,8 +289,10 @@ impl SnapshotBuilder {
                     ]
                 },
                 health,
-                site,
+                capacity: site.capacity,
+                tainted: !site.taints.is_empty(),
             });
+            infos.push(site);
         }
         let operator_allowed = match self.allowed {
             None => Vec::new(),
@@ -336,6 +345,7 @@ impl SnapshotBuilder {
             home_operator,
             operator_allowed,
             sites: rows,
+            infos,
             by_id,
             operators,
             regions,
@@ -395,7 +405,7 @@ impl Snapshot {
 
     /// The site at `idx`.
     pub fn site(&self, idx: SiteIdx) -> &Site {
-        &self.sites[idx.get()].site
+        &self.infos[idx.get()]
     }
 
     /// A site's health.

@@ -97,6 +97,10 @@ pub struct AppSchedule {
     pub policy_revision: Revision,
     /// Instances wanted.
     pub wanted: u32,
+    /// Instances per demand area the decision was made for (the autoscaler's, when the
+    /// policy autoscales; empty when the app's declared demand was used).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub demand: BTreeMap<String, u32>,
     /// Needs the decision could not meet.
     #[serde(default)]
     pub unmet: Vec<Unmet>,

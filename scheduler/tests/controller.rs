@@ -48,6 +48,7 @@ fn app(i: usize) -> App {
                 150,
             )],
         },
+        load: None,
         stateful: false,
     }
 }

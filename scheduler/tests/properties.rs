@@ -144,6 +144,7 @@ fn build_app(id: &str, a: &AppSpec) -> App {
                 })
                 .collect(),
         },
+        load: None,
         stateful: false,
     }
 }

@@ -110,6 +110,7 @@ fn arena_app() -> App {
             max_sessions_per_instance: 50,
             demand_areas: vec![],
         },
+        load: None,
         stateful: true,
     }
 }

@@ -86,6 +86,7 @@ fn arena_app() -> App {
             max_sessions_per_instance: 50,
             demand_areas: vec![area("cork", CORK, 100), area("dublin", DUBLIN, 50)],
         },
+        load: None,
         stateful: true,
     }
 }
@@ -283,6 +284,63 @@ async fn latency_aware_placement_fails_over_and_fails_back() {
     eprintln!("== ctl explain arena (after failback)\n{explain}");
     assert!(
         explain.contains("3 instance(s) wanted, 3 placed on 2 site(s)"),
+        "{explain}"
+    );
+    // Autoscaling: arena reports its sessions (none: no player is connected); the agents
+    // read them through the load probe, and the autoscaler shrinks Cork to the minimum of
+    // one instance per area. Adding the probe restarts no instance.
+    let pids_before: BTreeMap<String, u32> =
+        json::<Vec<Instance>>(&format!("{server}/mecfed/v1/instances"))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|i| Some((i.id.to_string(), i.pid?)))
+            .collect();
+    let mut app = arena_app();
+    app.load = Some(mecfed_core::LoadProbe {
+        port: "control".into(),
+        path: "/sessions".into(),
+    });
+    std::fs::write(&app_file, serde_json::to_vec(&app).unwrap()).unwrap();
+    ctl(&server, &["apps", "apply", app_file.to_str().unwrap()]);
+    let deadline = Instant::now() + START;
+    loop {
+        let list: Vec<Instance> = json(&format!("{server}/mecfed/v1/instances"))
+            .await
+            .unwrap_or_default();
+        if list.iter().filter(|i| i.sessions == Some(0)).count() == 3 {
+            for i in &list {
+                assert_eq!(
+                    pids_before.get(i.id.as_str()),
+                    i.pid.as_ref(),
+                    "{} restarted",
+                    i.id
+                );
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "no load reports: {list:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    std::fs::write(
+        &policy_file,
+        serde_json::json!({
+            "affinity": [
+                {"name": "own", "operators": ["op-a"]},
+                {"name": "partner", "operators": ["op-b"]}
+            ],
+            "autoscaling": {"targetUtilisationPercent": 80, "scaleDownStabilisationSeconds": 0},
+            "gracefulEvictionSeconds": 120
+        })
+        .to_string(),
+    )
+    .unwrap();
+    ctl(&server, &["policy", "arena", policy_file.to_str().unwrap()]);
+    settle(&server, &[("cork-a", 1), ("dub-a", 1)], "autoscaled down").await;
+    let explain = ctl(&server, &["explain", "arena"]);
+    eprintln!("== ctl explain arena (autoscaled)\n{explain}");
+    assert!(
+        explain.contains("2 instance(s) wanted, 2 placed on 2 site(s)"),
         "{explain}"
     );
 }

@@ -173,6 +173,7 @@ pub fn app(i: usize, rng: &mut Rng) -> App {
                 },
             ],
         },
+        load: None,
         stateful: true,
     }
 }

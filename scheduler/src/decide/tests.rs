@@ -52,6 +52,7 @@ fn app(id: &str, budget: u32, areas: Vec<DemandArea>) -> App {
             max_sessions_per_instance: 50,
             demand_areas: areas,
         },
+        load: None,
         stateful: true,
     }
 }
