@@ -116,3 +116,81 @@ async fn concurrent_controllers_never_over_commit() {
         "the capacity is used in full"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_autoscaler_follows_reported_sessions_up_and_down() {
+    use mecfed_core::{Autoscaling, Instance, InstanceId, InstanceState, PlacementPolicy};
+    use mecfed_scheduler::{AppPolicy, AppSchedule};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let typed = Typed::new(store.clone());
+    typed.put(&site(0)).await.unwrap();
+    store
+        .put(b"/mecfed/v1/siteleases/s0", br#"{"site":"s0"}"#, None)
+        .await
+        .unwrap();
+    let app = app(0); // declares 150 sessions: 3 instances of 50
+    typed
+        .put(&AppPolicy {
+            app: app.id.clone(),
+            policy: PlacementPolicy {
+                autoscaling: Some(Autoscaling {
+                    target_utilisation_percent: 50,
+                    scale_up_stabilisation_seconds: 0,
+                    scale_down_stabilisation_seconds: 60,
+                    min_instances_per_area: 1,
+                    max_instances_per_area: Some(6),
+                }),
+                ..PlacementPolicy::default()
+            },
+        })
+        .await
+        .unwrap();
+    typed.put(&app).await.unwrap();
+    let c = Controller::new(store.clone(), ControllerConfig::default());
+    let replicas = || async {
+        let (ps, _) = typed.list::<Placement>().await.unwrap();
+        ps.iter().map(|p| p.value.replicas).sum::<u32>()
+    };
+    // No reports yet: the declared demand.
+    c.pass(100).await.unwrap();
+    assert_eq!(replicas().await, 3);
+    // The site reports its instances' sessions, as agents do.
+    let report = |sessions: [u32; 3]| {
+        let typed = typed.clone();
+        let app = app.id.clone();
+        async move {
+            for (i, n) in sessions.into_iter().enumerate() {
+                typed
+                    .put(&Instance {
+                        id: InstanceId::new(format!("{app}-s0-{i}")).unwrap(),
+                        app: app.clone(),
+                        site: SiteId::new("s0").unwrap(),
+                        state: InstanceState::Ready,
+                        endpoint: None,
+                        pid: None,
+                        sessions: Some(n),
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    // 120 sessions at 25 per instance (50 %): 5 instances, at once (no up window).
+    report([40, 40, 40]).await;
+    c.pass(110).await.unwrap();
+    assert_eq!(replicas().await, 5);
+    let (sched, _) = typed.list::<AppSchedule>().await.unwrap();
+    assert_eq!(sched[0].value.demand.get("cork"), Some(&5));
+    // Far more than the cap: 6.
+    report([200, 200, 200]).await;
+    c.pass(120).await.unwrap();
+    assert_eq!(replicas().await, 6);
+    // Load gone: down only after 60 s of low recommendations.
+    report([0, 0, 0]).await;
+    c.pass(130).await.unwrap();
+    assert_eq!(replicas().await, 6, "within the down window");
+    c.pass(185).await.unwrap();
+    assert_eq!(replicas().await, 1, "the window has passed");
+}

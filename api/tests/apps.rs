@@ -1,0 +1,227 @@
+//! Apps, policies, placements and explanations through the router, errors included.
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, header},
+};
+use http_body_util::BodyExt;
+use mecfed_api::{ApiState, HttpMetrics, router};
+use mecfed_core::{GeoPoint, OperatorId, Resources, Site, SiteId, ZoneId};
+use mecfed_scheduler::{Controller, ControllerConfig};
+use mecfed_store::{EmbeddedStore, Store, typed::Typed};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Api {
+    app: Router,
+    store: EmbeddedStore,
+    _dir: tempfile::TempDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
+    Api {
+        app: router(ApiState::new(store.clone(), metrics)),
+        store,
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            assert_eq!(
+                resp.headers()[header::CONTENT_TYPE],
+                "application/problem+json",
+                "errors are ProblemDetails"
+            );
+        }
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, v)
+    }
+}
+
+fn arena() -> Value {
+    json!({
+        "id": "arena", "developer": "studio", "name": "Arena", "version": "1",
+        "artefact": {"kind": "process", "command": "arena"},
+        "ports": [{"name": "game", "port": 0, "protocol": "UDP"}],
+        "resources": {"cpuMillicores": 500, "memoryBytes": 134217728, "sessionSlots": 50},
+        "qos": {"latencyBudgetMs": 15, "maxSessionsPerInstance": 50, "demandAreas": [
+            {"name": "cork", "center": {"latitude": 51.9, "longitude": -8.47},
+             "radiusM": 2000.0, "expectedSessions": 100}
+        ]}
+    })
+}
+
+#[tokio::test]
+async fn apps_are_created_replaced_listed_and_deleted() {
+    let api = api();
+    let (s, v) = api
+        .call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, _) = api
+        .call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+        .await;
+    assert_eq!(s, 200, "a replacement");
+    let (s, v) = api.call("GET", "/mecfed/v1/apps", None).await;
+    assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
+    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena", None).await;
+    assert_eq!((s, v["qos"]["latencyBudgetMs"].as_u64()), (200, Some(15)));
+    let (s, _) = api.call("DELETE", "/mecfed/v1/apps/arena", None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.call("DELETE", "/mecfed/v1/apps/arena", None).await;
+    assert_eq!(s, 204, "idempotent");
+    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena", None).await;
+    assert_eq!(s, 404, "{v}");
+}
+
+#[tokio::test]
+async fn bad_apps_and_policies_name_the_field_and_change_nothing() {
+    let api = api();
+    let mut bad = arena();
+    bad["qos"]["latencyBudgetMs"] = json!(0);
+    let (s, v) = api.call("PUT", "/mecfed/v1/apps/arena", Some(bad)).await;
+    assert_eq!(s, 400);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("qos.latencyBudgetMs"),
+        "{v}"
+    );
+    let (s, v) = api
+        .call("PUT", "/mecfed/v1/apps/other", Some(arena()))
+        .await;
+    assert_eq!(s, 400, "path and body disagree: {v}");
+    let (s, _) = api
+        .call("PUT", "/mecfed/v1/apps/bad%2Fid", Some(arena()))
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = api.call("GET", "/mecfed/v1/apps", None).await;
+    assert_eq!(s, 200);
+
+    // A policy for an unknown app is 404; for a known one, validated.
+    let (s, _) = api
+        .call("PUT", "/mecfed/v1/apps/arena/policy", Some(json!({})))
+        .await;
+    assert_eq!(s, 404);
+    api.call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+        .await;
+    let good = json!({"affinity": [{"name": "own", "operators": ["op-a"]}], "minReplicas": 2});
+    let (s, v) = api
+        .call("PUT", "/mecfed/v1/apps/arena/policy", Some(good.clone()))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for (policy, field) in [
+        (json!({"minReplicas": 3, "maxReplicas": 1}), "maxReplicas"),
+        (
+            json!({"autoscaling": {"targetUtilisationPercent": 0}}),
+            "autoscaling.targetUtilisationPercent",
+        ),
+        (json!({"affinty": []}), "affinty"),
+    ] {
+        let (s, v) = api
+            .call("PUT", "/mecfed/v1/apps/arena/policy", Some(policy))
+            .await;
+        assert_eq!(s, 400, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains(field), "{v}");
+    }
+    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena/policy", None).await;
+    assert_eq!(
+        (s, &v["minReplicas"]),
+        (200, &json!(2)),
+        "the good one stays"
+    );
+    let (s, _) = api
+        .call("GET", "/mecfed/v1/placements?app=not%2Fan-id", None)
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = api.call("GET", "/mecfed/v1/apps/nope/explain", None).await;
+    assert_eq!(s, 404);
+    let (s, _) = api
+        .call("GET", "/mecfed/v1/apps/arena/schedule", None)
+        .await;
+    assert_eq!(s, 404, "not scheduled yet");
+}
+
+#[tokio::test]
+async fn placements_and_explanations_follow_the_scheduler() {
+    let api = api();
+    let typed = Typed::new(api.store.clone());
+    for (id, lat) in [("near", 51.9), ("far", 40.0)] {
+        typed
+            .put(
+                &Site::new(
+                    SiteId::new(id).unwrap(),
+                    OperatorId::new("op-a").unwrap(),
+                    "eu",
+                    ZoneId::new(id).unwrap(),
+                    GeoPoint::new(lat, -8.47).unwrap(),
+                    Resources::parse("cpu=8,memory=16Gi,sessions=500").unwrap(),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        api.store
+            .put(
+                format!("/mecfed/v1/siteleases/{id}").as_bytes(),
+                format!(r#"{{"site":"{id}"}}"#).as_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    api.call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+        .await;
+    Controller::new(api.store.clone(), ControllerConfig::default())
+        .pass(1_000)
+        .await
+        .unwrap();
+    let (s, v) = api
+        .call("GET", "/mecfed/v1/placements?app=arena", None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(v, json!([{"app": "arena", "site": "near", "replicas": 2}]));
+    let (s, v) = api
+        .call("GET", "/mecfed/v1/apps/arena/schedule", None)
+        .await;
+    assert_eq!((s, &v["wanted"]), (200, &json!(2)));
+    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena/explain", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["decision"]["targets"][0]["site"], "near");
+    assert_eq!(v["sites"][1]["site"], "far");
+    assert_eq!(v["sites"][1]["reasons"], json!(["outOfLatencyBudget"]));
+    assert!(
+        v["sites"][1]["details"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("nearest demand area \"cork\""),
+        "{v}"
+    );
+}
