@@ -175,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn the_home_operator_comes_from_flag_or_file_and_is_validated() {
+        let c = args(&[])
+            .resolve_with(Some("operator = \"op-a\"\n"), Path::new("m.toml"))
+            .unwrap();
+        assert_eq!(c.operator.unwrap().as_str(), "op-a");
+        let c = args(&["--operator", "op-b"])
+            .resolve_with(Some("operator = \"op-a\"\n"), Path::new("m.toml"))
+            .unwrap();
+        assert_eq!(c.operator.unwrap().as_str(), "op-b");
+        let e = args(&["--operator", "op/a"])
+            .resolve_with(None, Path::new(""))
+            .unwrap_err();
+        assert!(e.to_string().contains("`operator`"), "{e}");
+    }
+
+    #[test]
     fn flags_beat_file_beats_default() {
         let file =
             "listen = \"127.0.0.1:1000\"\nadmin-listen = \"127.0.0.1:1001\"\ndata-dir = \"/f\"\n";
