@@ -1,68 +1,12 @@
 //! Apps, policies, placements and explanations through the router, errors included.
 
-use axum::{
-    Router,
-    body::Body,
-    http::{Request, header},
-};
-use http_body_util::BodyExt;
-use mecfed_api::{ApiState, HttpMetrics, router};
+mod support;
+
 use mecfed_core::{GeoPoint, OperatorId, Resources, Site, SiteId, ZoneId};
 use mecfed_scheduler::{Controller, ControllerConfig};
-use mecfed_store::{EmbeddedStore, Store, typed::Typed};
+use mecfed_store::{Store, typed::Typed};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Api {
-    app: Router,
-    store: EmbeddedStore,
-    _dir: tempfile::TempDir,
-}
-
-fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
-    let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
-    Api {
-        app: router(ApiState::new(store.clone(), metrics)),
-        store,
-        _dir: dir,
-    }
-}
-
-impl Api {
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        if status >= 400 {
-            assert_eq!(
-                resp.headers()[header::CONTENT_TYPE],
-                "application/problem+json",
-                "errors are ProblemDetails"
-            );
-        }
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, v)
-    }
-}
+use support::api;
 
 fn arena() -> Value {
     json!({
@@ -81,22 +25,22 @@ fn arena() -> Value {
 async fn apps_are_created_replaced_listed_and_deleted() {
     let api = api();
     let (s, v) = api
-        .call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+        .request("PUT", "/mecfed/v1/apps/arena", Some(arena()))
         .await;
     assert_eq!(s, 201, "{v}");
     let (s, _) = api
-        .call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+        .request("PUT", "/mecfed/v1/apps/arena", Some(arena()))
         .await;
     assert_eq!(s, 200, "a replacement");
-    let (s, v) = api.call("GET", "/mecfed/v1/apps", None).await;
+    let (s, v) = api.request("GET", "/mecfed/v1/apps", None).await;
     assert_eq!((s, v.as_array().unwrap().len()), (200, 1));
-    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena", None).await;
+    let (s, v) = api.request("GET", "/mecfed/v1/apps/arena", None).await;
     assert_eq!((s, v["qos"]["latencyBudgetMs"].as_u64()), (200, Some(15)));
-    let (s, _) = api.call("DELETE", "/mecfed/v1/apps/arena", None).await;
+    let (s, _) = api.request("DELETE", "/mecfed/v1/apps/arena", None).await;
     assert_eq!(s, 204);
-    let (s, _) = api.call("DELETE", "/mecfed/v1/apps/arena", None).await;
+    let (s, _) = api.request("DELETE", "/mecfed/v1/apps/arena", None).await;
     assert_eq!(s, 204, "idempotent");
-    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena", None).await;
+    let (s, v) = api.request("GET", "/mecfed/v1/apps/arena", None).await;
     assert_eq!(s, 404, "{v}");
 }
 
@@ -105,7 +49,7 @@ async fn bad_apps_and_policies_name_the_field_and_change_nothing() {
     let api = api();
     let mut bad = arena();
     bad["qos"]["latencyBudgetMs"] = json!(0);
-    let (s, v) = api.call("PUT", "/mecfed/v1/apps/arena", Some(bad)).await;
+    let (s, v) = api.request("PUT", "/mecfed/v1/apps/arena", Some(bad)).await;
     assert_eq!(s, 400);
     assert!(
         v["detail"]
@@ -115,26 +59,26 @@ async fn bad_apps_and_policies_name_the_field_and_change_nothing() {
         "{v}"
     );
     let (s, v) = api
-        .call("PUT", "/mecfed/v1/apps/other", Some(arena()))
+        .request("PUT", "/mecfed/v1/apps/other", Some(arena()))
         .await;
     assert_eq!(s, 400, "path and body disagree: {v}");
     let (s, _) = api
-        .call("PUT", "/mecfed/v1/apps/bad%2Fid", Some(arena()))
+        .request("PUT", "/mecfed/v1/apps/bad%2Fid", Some(arena()))
         .await;
     assert_eq!(s, 400);
-    let (s, _) = api.call("GET", "/mecfed/v1/apps", None).await;
+    let (s, _) = api.request("GET", "/mecfed/v1/apps", None).await;
     assert_eq!(s, 200);
 
     // A policy for an unknown app is 404; for a known one, validated.
     let (s, _) = api
-        .call("PUT", "/mecfed/v1/apps/arena/policy", Some(json!({})))
+        .request("PUT", "/mecfed/v1/apps/arena/policy", Some(json!({})))
         .await;
     assert_eq!(s, 404);
-    api.call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+    api.request("PUT", "/mecfed/v1/apps/arena", Some(arena()))
         .await;
     let good = json!({"affinity": [{"name": "own", "operators": ["op-a"]}], "minReplicas": 2});
     let (s, v) = api
-        .call("PUT", "/mecfed/v1/apps/arena/policy", Some(good.clone()))
+        .request("PUT", "/mecfed/v1/apps/arena/policy", Some(good.clone()))
         .await;
     assert_eq!(s, 200, "{v}");
     for (policy, field) in [
@@ -146,25 +90,29 @@ async fn bad_apps_and_policies_name_the_field_and_change_nothing() {
         (json!({"affinty": []}), "affinty"),
     ] {
         let (s, v) = api
-            .call("PUT", "/mecfed/v1/apps/arena/policy", Some(policy))
+            .request("PUT", "/mecfed/v1/apps/arena/policy", Some(policy))
             .await;
         assert_eq!(s, 400, "{v}");
         assert!(v["detail"].as_str().unwrap().contains(field), "{v}");
     }
-    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena/policy", None).await;
+    let (s, v) = api
+        .request("GET", "/mecfed/v1/apps/arena/policy", None)
+        .await;
     assert_eq!(
         (s, &v["minReplicas"]),
         (200, &json!(2)),
         "the good one stays"
     );
     let (s, _) = api
-        .call("GET", "/mecfed/v1/placements?app=not%2Fan-id", None)
+        .request("GET", "/mecfed/v1/placements?app=not%2Fan-id", None)
         .await;
     assert_eq!(s, 400);
-    let (s, _) = api.call("GET", "/mecfed/v1/apps/nope/explain", None).await;
+    let (s, _) = api
+        .request("GET", "/mecfed/v1/apps/nope/explain", None)
+        .await;
     assert_eq!(s, 404);
     let (s, _) = api
-        .call("GET", "/mecfed/v1/apps/arena/schedule", None)
+        .request("GET", "/mecfed/v1/apps/arena/schedule", None)
         .await;
     assert_eq!(s, 404, "not scheduled yet");
 }
@@ -197,22 +145,24 @@ async fn placements_and_explanations_follow_the_scheduler() {
             .await
             .unwrap();
     }
-    api.call("PUT", "/mecfed/v1/apps/arena", Some(arena()))
+    api.request("PUT", "/mecfed/v1/apps/arena", Some(arena()))
         .await;
     Controller::new(api.store.clone(), ControllerConfig::default())
         .pass(1_000)
         .await
         .unwrap();
     let (s, v) = api
-        .call("GET", "/mecfed/v1/placements?app=arena", None)
+        .request("GET", "/mecfed/v1/placements?app=arena", None)
         .await;
     assert_eq!(s, 200);
     assert_eq!(v, json!([{"app": "arena", "site": "near", "replicas": 2}]));
     let (s, v) = api
-        .call("GET", "/mecfed/v1/apps/arena/schedule", None)
+        .request("GET", "/mecfed/v1/apps/arena/schedule", None)
         .await;
     assert_eq!((s, &v["wanted"]), (200, &json!(2)));
-    let (s, v) = api.call("GET", "/mecfed/v1/apps/arena/explain", None).await;
+    let (s, v) = api
+        .request("GET", "/mecfed/v1/apps/arena/explain", None)
+        .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["decision"]["targets"][0]["site"], "near");
     assert_eq!(v["sites"][1]["site"], "far");

@@ -1,84 +1,12 @@
 //! The site registry through the router, as a client sees it.
 
-use axum::{
-    Router,
-    body::Body,
-    http::{Request, header},
-};
-use http_body_util::BodyExt;
-use mecfed_api::{ApiState, HttpMetrics, router, sites::SiteLease};
+mod support;
+
+use mecfed_api::sites::SiteLease;
 use mecfed_core::{GeoPoint, OperatorId, Resources, Site, SiteId, ZoneId};
-use mecfed_store::{EmbeddedStore, Store, typed::Typed};
+use mecfed_store::{Store, typed::Typed};
 use serde_json::{Value, json};
-use tower::ServiceExt;
-
-struct Api {
-    app: Router,
-    store: EmbeddedStore,
-    _dir: tempfile::TempDir,
-}
-
-fn api() -> Api {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
-    let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
-    Api {
-        app: router(ApiState::new(store.clone(), metrics)),
-        store,
-        _dir: dir,
-    }
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: &str,
-        uri: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some(t) = bearer {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status().as_u16();
-        if status >= 400 {
-            assert_eq!(
-                resp.headers()[header::CONTENT_TYPE],
-                "application/problem+json",
-                "errors are ProblemDetails"
-            );
-        }
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let v = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, v)
-    }
-
-    async fn token(&self) -> String {
-        let (s, v) = self
-            .call("POST", "/mecfed/v1/join-tokens", None, None)
-            .await;
-        assert_eq!(s, 201, "{v}");
-        v["token"].as_str().unwrap().to_string()
-    }
-}
+use support::api;
 
 fn site(id: &str) -> Value {
     serde_json::to_value(

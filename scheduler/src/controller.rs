@@ -184,10 +184,11 @@ pub fn needs_decision(
 /// so that the queueing term can move them.
 pub const OVERLOAD: f64 = 0.9;
 
-/// Whether an evicting placement may go (IO-free): its time is up, or the app has at
-/// least `wanted` ready instances on its live placements.
+/// Whether an evicting placement may go (IO-free): its time is up, or the app has
+/// replacements, at least `wanted` of them ready on its live placements. With no
+/// replacement at all (nothing fits anywhere) the old instances serve until the time is up.
 pub fn eviction_done(now: u64, until: u64, ready_live: u32, wanted: u32) -> bool {
-    now >= until || ready_live >= wanted
+    now >= until || (wanted > 0 && ready_live >= wanted)
 }
 
 /// The failover record after a decision (IO-free): sites left while NotReady are added;
@@ -542,20 +543,12 @@ impl<S: Store> Controller<S> {
                 continue;
             }
             let site = &p.value.site;
-            let ledger = world.allocations.get(site);
-            let mut txn = Txn::new().when([
-                Compare::mod_revision(key::<Placement>(&p.value.id()), p.revision),
-                Compare::mod_revision(
-                    key::<SiteAllocation>(site.as_str()),
-                    ledger.map_or(0, |l| l.revision),
-                ),
-            ]);
+            let mut compares = vec![Compare::mod_revision(
+                key::<Placement>(&p.value.id()),
+                p.revision,
+            )];
             let mut ops = vec![TxnOp::Delete(key::<Placement>(&p.value.id()))];
-            if let Some(l) = ledger {
-                let mut next = l.value.clone();
-                next.apps.remove(app);
-                ops.push(ledger_op(site, &next));
-            }
+            ledger_update(&world.allocations, site, app, None, &mut compares, &mut ops);
             // A site that is down cannot clean up its instances' reports itself.
             if !ready_sites.contains(site) {
                 for i in 0..p.value.replicas {
@@ -564,7 +557,7 @@ impl<S: Store> Controller<S> {
                     }
                 }
             }
-            txn = txn.and_then(ops);
+            let txn = Txn::new().when(compares).and_then(ops);
             if self.store.store().txn(txn).await?.succeeded {
                 tracing::info!(app = %app, site = %site, ready_live, wanted, "eviction finished");
                 done += 1;
@@ -590,15 +583,7 @@ impl<S: Store> Controller<S> {
             ));
             ops.push(TxnOp::Delete(key::<Placement>(&p.value.id())));
             let site = &p.value.site;
-            let ledger = ledgers.get(site);
-            compares.push(Compare::mod_revision(
-                key::<SiteAllocation>(site.as_str()),
-                ledger.map_or(0, |l| l.revision),
-            ));
-            let mut next = ledger.map(|l| l.value.clone()).unwrap_or_default();
-            next.site = Some(site.clone());
-            next.apps.remove(app);
-            ops.push(ledger_op(site, &next));
+            let next = ledger_update(ledgers, site, app, None, &mut compares, &mut ops);
             next_ledgers.push((site.clone(), next));
         }
         if let Some(s) = sched {
@@ -749,18 +734,7 @@ impl<S: Store> Controller<S> {
         ));
         let mut next_ledgers = Vec::new();
         for (site, alloc) in &touched {
-            let ledger = ledgers.get(site);
-            compares.push(Compare::mod_revision(
-                key::<SiteAllocation>(site.as_str()),
-                ledger.map_or(0, |l| l.revision),
-            ));
-            let mut next = ledger.map(|l| l.value.clone()).unwrap_or_default();
-            next.site = Some(site.clone());
-            match alloc {
-                Some(a) => next.apps.insert(app_id.clone(), *a),
-                None => next.apps.remove(app_id),
-            };
-            ops.push(ledger_op(site, &next));
+            let next = ledger_update(ledgers, site, app_id, *alloc, &mut compares, &mut ops);
             next_ledgers.push((site.clone(), next));
         }
         let resp = self
@@ -784,6 +758,31 @@ impl<S: Store> Controller<S> {
         tracing::debug!(app = %app_id, targets = ?decision.targets, unmet = ?decision.unmet, "decision committed");
         Ok(Commit::Committed)
     }
+}
+
+/// Adds to a transaction the change of `app`'s entry in `site`'s ledger (set to `alloc`, or
+/// removed), guarded by the ledger's revision as read; returns the new ledger.
+fn ledger_update(
+    ledgers: &HashMap<SiteId, Doc<SiteAllocation>>,
+    site: &SiteId,
+    app: &AppId,
+    alloc: Option<Allocation>,
+    compares: &mut Vec<Compare>,
+    ops: &mut Vec<TxnOp>,
+) -> SiteAllocation {
+    let ledger = ledgers.get(site);
+    compares.push(Compare::mod_revision(
+        key::<SiteAllocation>(site.as_str()),
+        ledger.map_or(0, |l| l.revision),
+    ));
+    let mut next = ledger.map(|l| l.value.clone()).unwrap_or_default();
+    next.site = Some(site.clone());
+    match alloc {
+        Some(a) => next.apps.insert(app.clone(), a),
+        None => next.apps.remove(app),
+    };
+    ops.push(ledger_op(site, &next));
+    next
 }
 
 fn ledger_op(site: &SiteId, ledger: &SiteAllocation) -> TxnOp {
@@ -829,5 +828,10 @@ mod tests {
         assert!(!eviction_done(100, 160, 1, 2));
         assert!(eviction_done(100, 160, 2, 2));
         assert!(eviction_done(160, 160, 0, 2));
+        assert!(
+            !eviction_done(100, 160, 0, 0),
+            "no replacement: wait for the deadline"
+        );
+        assert!(eviction_done(160, 160, 0, 0));
     }
 }

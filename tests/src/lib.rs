@@ -203,3 +203,57 @@ impl Drop for NetnsSite {
             .status();
     }
 }
+
+/// The `arena` game server as an app: a UDP game port and an HTTP control port (readiness
+/// on `/ready`), 500m of CPU, 128 MiB and 50 session slots per instance, 50 sessions each.
+pub fn arena_app(
+    latency_budget_ms: u32,
+    demand_areas: Vec<mecfed_core::DemandArea>,
+) -> mecfed_core::App {
+    use mecfed_core::{
+        App, AppId, AppQos, Artefact, DeveloperId, Port, Probe, Protocol, Resources,
+    };
+    App {
+        id: AppId::new("arena").unwrap(),
+        developer: DeveloperId::new("studio").unwrap(),
+        name: "Arena".into(),
+        version: "1".into(),
+        artefact: Artefact::Process {
+            command: arena_bin().to_str().unwrap().into(),
+            args: [
+                "--game-listen",
+                "{host}:{port:game}",
+                "--control-listen",
+                "{host}:{port:control}",
+            ]
+            .map(String::from)
+            .to_vec(),
+            env: std::collections::BTreeMap::new(),
+        },
+        ports: vec![
+            Port {
+                name: "game".into(),
+                port: 0,
+                protocol: Protocol::Udp,
+            },
+            Port {
+                name: "control".into(),
+                port: 0,
+                protocol: Protocol::Tcp,
+            },
+        ],
+        resources: Resources::parse("cpu=500m,memory=128Mi,sessions=50").unwrap(),
+        readiness: Some(Probe::Http {
+            port: "control".into(),
+            path: "/ready".into(),
+        }),
+        load: None,
+        qos: AppQos {
+            latency_budget_ms,
+            five_qi: None,
+            max_sessions_per_instance: 50,
+            demand_areas,
+        },
+        stateful: true,
+    }
+}

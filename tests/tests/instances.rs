@@ -11,11 +11,8 @@ use std::{
 
 use anyhow::{Result, bail};
 use arena_proto::{ClientMsg, ServerMsg, decode_server};
-use mecfed_core::{
-    App, AppId, AppQos, Artefact, DeveloperId, Instance, InstanceState, PlacementPolicy, Port,
-    Probe, Protocol, ReplicaScheduling, Resources,
-};
-use mecfed_e2e::{NetnsSite, Proc, arena_bin, free_port, get, mecfed_bin, wait_for_status};
+use mecfed_core::{App, AppId, Instance, InstanceState, PlacementPolicy, ReplicaScheduling};
+use mecfed_e2e::{NetnsSite, Proc, free_port, get, mecfed_bin, wait_for_status};
 use mecfed_scheduler::AppPolicy;
 use mecfed_store::{EtcdStore, testing::EtcdProcess, typed::Typed};
 
@@ -69,50 +66,8 @@ fn agent(
     Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
 }
 
-fn arena_app() -> App {
-    App {
-        id: AppId::new("arena").unwrap(),
-        developer: DeveloperId::new("studio").unwrap(),
-        name: "Arena".into(),
-        version: "1".into(),
-        artefact: Artefact::Process {
-            command: arena_bin().to_str().unwrap().into(),
-            args: [
-                "--game-listen",
-                "{host}:{port:game}",
-                "--control-listen",
-                "{host}:{port:control}",
-            ]
-            .map(String::from)
-            .to_vec(),
-            env: BTreeMap::new(),
-        },
-        ports: vec![
-            Port {
-                name: "game".into(),
-                port: 0,
-                protocol: Protocol::Udp,
-            },
-            Port {
-                name: "control".into(),
-                port: 0,
-                protocol: Protocol::Tcp,
-            },
-        ],
-        resources: Resources::parse("cpu=500m,memory=128Mi,sessions=50").unwrap(),
-        readiness: Some(Probe::Http {
-            port: "control".into(),
-            path: "/ready".into(),
-        }),
-        qos: AppQos {
-            latency_budget_ms: 30,
-            five_qi: None,
-            max_sessions_per_instance: 50,
-            demand_areas: vec![],
-        },
-        load: None,
-        stateful: true,
-    }
+fn arena() -> App {
+    mecfed_e2e::arena_app(30, vec![])
 }
 
 async fn instances(server: &str) -> Result<Vec<Instance>> {
@@ -201,7 +156,7 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
         })
         .await
         .unwrap();
-    typed.put(&arena_app()).await.unwrap();
+    typed.put(&arena()).await.unwrap();
     let before = wait_all_ready(&server, 3).await;
     let endpoint_of = |site: &str| {
         before

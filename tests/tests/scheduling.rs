@@ -15,11 +15,8 @@ use std::{
 };
 
 use anyhow::{Result, bail};
-use mecfed_core::{
-    App, AppId, AppQos, Artefact, DemandArea, DeveloperId, GeoPoint, Instance, InstanceState,
-    Placement, Port, Probe, Protocol, Resources,
-};
-use mecfed_e2e::{Proc, arena_bin, free_port, get, mecfed_bin, wait_for_status};
+use mecfed_core::{App, DemandArea, GeoPoint, Instance, InstanceState, Placement};
+use mecfed_e2e::{Proc, free_port, get, mecfed_bin, wait_for_status};
 
 const START: Duration = Duration::from_secs(60);
 const CORK: (f64, f64) = (51.8985, -8.4756);
@@ -46,49 +43,10 @@ fn arena_app() -> App {
     let area = |name: &str, at: (f64, f64), sessions| {
         DemandArea::circle(name, GeoPoint::new(at.0, at.1).unwrap(), 2_000.0, sessions)
     };
-    App {
-        id: AppId::new("arena").unwrap(),
-        developer: DeveloperId::new("studio").unwrap(),
-        name: "Arena".into(),
-        version: "1".into(),
-        artefact: Artefact::Process {
-            command: arena_bin().to_str().unwrap().into(),
-            args: [
-                "--game-listen",
-                "{host}:{port:game}",
-                "--control-listen",
-                "{host}:{port:control}",
-            ]
-            .map(String::from)
-            .to_vec(),
-            env: BTreeMap::new(),
-        },
-        ports: vec![
-            Port {
-                name: "game".into(),
-                port: 0,
-                protocol: Protocol::Udp,
-            },
-            Port {
-                name: "control".into(),
-                port: 0,
-                protocol: Protocol::Tcp,
-            },
-        ],
-        resources: Resources::parse("cpu=500m,memory=128Mi,sessions=50").unwrap(),
-        readiness: Some(Probe::Http {
-            port: "control".into(),
-            path: "/ready".into(),
-        }),
-        qos: AppQos {
-            latency_budget_ms: 11,
-            five_qi: None,
-            max_sessions_per_instance: 50,
-            demand_areas: vec![area("cork", CORK, 100), area("dublin", DUBLIN, 50)],
-        },
-        load: None,
-        stateful: true,
-    }
+    mecfed_e2e::arena_app(
+        11,
+        vec![area("cork", CORK, 100), area("dublin", DUBLIN, 50)],
+    )
 }
 
 fn ctl(server: &str, args: &[&str]) -> String {
