@@ -82,7 +82,7 @@ impl SchedulerMetrics {
         let commits = IntCounterVec::new(
             Opts::new(
                 "mecfed_scheduler_commits_total",
-                "Decision commits by outcome (committed, conflict)",
+                "Decision commits by outcome (committed, conflict, failed)",
             ),
             &["outcome"],
         )?;
@@ -129,6 +129,8 @@ pub struct PassReport {
     pub conflicts: usize,
     /// Evicting placements dropped.
     pub evicted: usize,
+    /// Commits the store refused for another reason than a race (logged; tried again).
+    pub failed: usize,
 }
 
 /// Seconds since the Unix epoch.
@@ -257,12 +259,13 @@ impl<S: Store> Controller<S> {
                 }
             }
             match self.pass(unix_now()).await {
-                Ok(r) if r.committed + r.evicted + r.conflicts > 0 => {
+                Ok(r) if r.committed + r.evicted + r.conflicts + r.failed > 0 => {
                     tracing::info!(
                         decided = r.decided,
                         committed = r.committed,
                         conflicts = r.conflicts,
                         evicted = r.evicted,
+                        failed = r.failed,
                         "scheduler pass"
                     );
                 }
@@ -398,14 +401,22 @@ impl<S: Store> Controller<S> {
                     sched,
                     &mut ledgers,
                 )
-                .await?
+                .await
             {
-                Commit::Unchanged => {}
-                Commit::Committed => {
+                Ok(Commit::Unchanged) => {}
+                Ok(Commit::Committed) => {
                     report.committed += 1;
                     snap.commit(&app.value, &decision, policy.graceful_eviction_seconds > 0);
                 }
-                Commit::Conflict => report.conflicts += 1,
+                Ok(Commit::Conflict) => report.conflicts += 1,
+                // The store is gone: the rest of the pass would fail the same way.
+                Err(TypedError::Store(e)) if e.is_transient() => return Err(e.into()),
+                // This app's commit is refused (e.g. a transaction beyond etcd's operation
+                // limit): the others go on; it is tried again next pass.
+                Err(e) => {
+                    tracing::warn!(app = %app.value.id, error = %e, "decision not committed");
+                    report.failed += 1;
+                }
             }
         }
         if let Some(m) = &self.metrics {
@@ -415,6 +426,9 @@ impl<S: Store> Controller<S> {
             m.commits
                 .with_label_values(&["conflict"])
                 .inc_by(report.conflicts as u64);
+            m.commits
+                .with_label_values(&["failed"])
+                .inc_by(report.failed as u64);
             m.evictions.inc_by(report.evicted as u64);
             if report.decided > 0 {
                 m.unmet_apps.set(unmet);

@@ -194,3 +194,52 @@ async fn the_autoscaler_follows_reported_sessions_up_and_down() {
     c.pass(185).await.unwrap();
     assert_eq!(replicas().await, 1, "the window has passed");
 }
+
+/// etcd refuses transactions of more than 128 operations (its default `--max-txn-ops`): a
+/// decision that big is not committed, and the other apps of the pass are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_commit_does_not_stop_the_pass_on_etcd() {
+    use mecfed_core::{PlacementPolicy, ReplicaScheduling};
+    use mecfed_scheduler::AppPolicy;
+    use mecfed_store::{EtcdStore, testing::EtcdProcess};
+
+    let etcd = EtcdProcess::start().expect("a real etcd must start");
+    let store = EtcdStore::connect(&[etcd.endpoint()]).await.unwrap();
+    let typed = Typed::new(store.clone());
+    for i in 0..70 {
+        typed.put(&site(i)).await.unwrap();
+        store
+            .put(
+                format!("/mecfed/v1/siteleases/s{i}").as_bytes(),
+                format!(r#"{{"site":"s{i}"}}"#).as_bytes(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    // One instance on every one of 70 sites: 70 placements and 70 ledgers in one commit.
+    let mut wide = app(0);
+    wide.qos.demand_areas.clear();
+    typed
+        .put(&AppPolicy {
+            app: wide.id.clone(),
+            policy: PlacementPolicy {
+                replica_scheduling: ReplicaScheduling::Duplicated,
+                ..PlacementPolicy::default()
+            },
+        })
+        .await
+        .unwrap();
+    typed.put(&wide).await.unwrap();
+    let narrow = app(1);
+    typed.put(&narrow).await.unwrap();
+    let report = Controller::new(store.clone(), ControllerConfig::default())
+        .pass(1_000)
+        .await
+        .expect("the pass goes on past a refused commit");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(report.committed, 1, "{report:?}");
+    let (placements, _) = typed.list::<Placement>().await.unwrap();
+    assert!(placements.iter().all(|p| p.value.app == narrow.id));
+    assert_eq!(placements.iter().map(|p| p.value.replicas).sum::<u32>(), 3);
+}
