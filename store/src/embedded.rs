@@ -376,6 +376,13 @@ impl Store for EmbeddedStore {
         if self.handle.shared.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
         }
+        // "After now" is after this call, not after the watch task first runs: writes made
+        // between the two would otherwise be skipped.
+        let from = if from == 0 {
+            self.handle.shared.hub.lock().published + 1
+        } else {
+            from
+        };
         let (out, rx) = mpsc::channel(WATCH_OUT_BUFFER);
         let task = tokio::spawn(run_watch(
             self.handle.shared.clone(),

@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use mecfed_core::{GeoPoint, OperatorId, Resources, Site, SiteId, ZoneId};
 use mecfed_store::{
-    Compare, CompareOp, CompareTarget, EmbeddedStore, EtcdStore, EventKind, Store, StoreError, Txn,
-    TxnOp, TxnOpResult, Watcher,
+    Compare, CompareOp, CompareTarget, Election, EmbeddedStore, EtcdStore, EventKind, Store,
+    StoreError, Txn, TxnOp, TxnOpResult, Watcher,
     testing::EtcdProcess,
     typed::{Typed, TypedError},
 };
@@ -397,6 +397,27 @@ async fn typed_layer<S: Store>(s: &S) -> Result<()> {
     Ok(())
 }
 
+async fn leader_election<S: Store>(s: &S) -> Result<()> {
+    let key = b"/el/leader".to_vec();
+    let ttl = Duration::from_secs(5);
+    let mut a = Election::new(s.clone(), key.clone(), "a", ttl);
+    let mut b = Election::new(s.clone(), key.clone(), "b", ttl);
+    ensure!(a.campaign().await?, "a takes the free key");
+    ensure!(!b.campaign().await?, "b does not while a holds it");
+    ensure!(a.campaign().await?, "a keeps it");
+    ensure!(s.get(&key).await?.context("held")?.value == b"a");
+    a.resign().await?;
+    ensure!(s.get(&key).await?.is_none(), "the key goes with the lease");
+    ensure!(b.campaign().await?, "b takes it once a resigned");
+    ensure!(!a.campaign().await?, "a does not get it back");
+    // The key deleted by hand: the holder notices and takes it again.
+    s.delete(&key).await?;
+    ensure!(b.campaign().await?, "b re-takes a deleted key");
+    ensure!(s.get(&key).await?.context("held")?.value == b"b");
+    b.resign().await?;
+    Ok(())
+}
+
 async fn run_suite<S: Store>(s: S) {
     let mut failed = Vec::new();
     macro_rules! case {
@@ -414,6 +435,7 @@ async fn run_suite<S: Store>(s: S) {
     case!(watch_is_gap_free_under_concurrency);
     case!(typed_layer);
     case!(leases);
+    case!(leader_election);
     // Compaction last: it removes history the other cases may replay.
     case!(watch_compacted);
     assert!(
@@ -462,4 +484,32 @@ async fn embedded_survives_reopen() {
     assert_eq!(w.next().await.unwrap().unwrap().kv.key, b"/r/b");
     // New revisions continue from the old ones.
     assert_eq!(s.put(b"/r/c", b"3", None).await.unwrap(), rev + 1);
+}
+
+/// `watch(prefix, 0)` means after the call, not after the watch task first runs: writes made
+/// in between (here from another thread while this one cannot run the task) are delivered.
+#[tokio::test(flavor = "current_thread")]
+async fn embedded_watch_from_now_starts_at_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = EmbeddedStore::open_path(dir.path().join("w.redb")).unwrap();
+    s.put(b"/n/before", b"0", None).await.unwrap();
+    let mut w = s.watch(b"/n/", 0).await.unwrap();
+    let writer = s.clone();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                writer.put(b"/n/a", b"1", None).await.unwrap();
+                writer.put(b"/n/b", b"2", None).await.unwrap();
+            });
+    })
+    .join()
+    .unwrap();
+    let a = next_event(&mut w).await.unwrap();
+    let b = next_event(&mut w).await.unwrap();
+    assert_eq!(
+        (a.kv.key.as_slice(), b.kv.key.as_slice()),
+        (&b"/n/a"[..], &b"/n/b"[..])
+    );
 }
