@@ -15,6 +15,7 @@
 //! Architecture Invariant: this is the only crate that knows about etcd or redb.
 
 mod any;
+mod election;
 mod embedded;
 mod error;
 mod etcd;
@@ -26,6 +27,7 @@ mod types;
 mod wal;
 
 pub use any::{AnyStore, StoreUrl};
+pub use election::Election;
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{BoxError, StoreError};
 pub use etcd::EtcdStore;
