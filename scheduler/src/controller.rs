@@ -21,7 +21,7 @@ use mecfed_core::{
     App, AppId, Instance, InstanceId, InstanceState, OperatorId, Placement, PlacementPolicy, SiteId,
 };
 use mecfed_store::{
-    Compare, Store, Txn, TxnOp,
+    Compare, Election, Store, Txn, TxnOp,
     typed::{Resource, Typed, TypedError, key},
 };
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
@@ -42,6 +42,9 @@ pub struct ControllerConfig {
     pub resync: Duration,
     /// Score weights.
     pub weights: Weights,
+    /// TTL of the leadership lease: only the leader runs passes, and a stopped leader is
+    /// replaced within it.
+    pub leader_ttl: Duration,
 }
 
 impl Default for ControllerConfig {
@@ -50,9 +53,13 @@ impl Default for ControllerConfig {
             home_operator: None,
             resync: Duration::from_secs(1),
             weights: Weights::default(),
+            leader_ttl: Duration::from_secs(15),
         }
     }
 }
+
+/// The key the scheduler's leader holds.
+pub const LEADER_KEY: &[u8] = b"/mecfed/v1/leaders/scheduler";
 
 /// The controller's Prometheus metrics.
 #[derive(Debug, Clone)]
@@ -63,6 +70,7 @@ pub struct SchedulerMetrics {
     pass_seconds: Histogram,
     unmet_apps: IntGauge,
     evictions: IntCounter,
+    leader: IntGauge,
 }
 
 impl SchedulerMetrics {
@@ -106,7 +114,12 @@ impl SchedulerMetrics {
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(pass_seconds.clone()))?;
         registry.register(Box::new(unmet_apps.clone()))?;
+        let leader = IntGauge::new(
+            "mecfed_scheduler_leader",
+            "1 while this process holds the scheduler's leadership",
+        )?;
         registry.register(Box::new(evictions.clone()))?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             decisions,
             decision_seconds,
@@ -114,6 +127,7 @@ impl SchedulerMetrics {
             pass_seconds,
             unmet_apps,
             evictions,
+            leader,
         })
     }
 }
@@ -246,19 +260,53 @@ impl<S: Store> Controller<S> {
         self
     }
 
-    /// Runs passes until `shutdown` resolves: after store changes (debounced by 50 ms) and at
-    /// least every `resync`. A failed pass is logged and retried on the next trigger.
+    /// Runs passes while this process leads ([`LEADER_KEY`], held on a lease of
+    /// `leader_ttl`), until `shutdown` resolves: after store changes (debounced by 50 ms) and
+    /// at least every `resync`. A failed pass is logged and retried on the next trigger; the
+    /// leadership is given up on shutdown.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut election = Election::new(
+            self.store.store().clone(),
+            LEADER_KEY,
+            format!("pid-{}-{nanos:08x}", std::process::id()),
+            self.config.leader_ttl,
+        );
+        let mut leading = false;
         let mut watcher = None;
         loop {
+            let now_leading = match election.campaign().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler: leader election failed");
+                    false
+                }
+            };
+            if now_leading != leading {
+                tracing::info!(
+                    id = election.id(),
+                    leading = now_leading,
+                    "scheduler leadership"
+                );
+                leading = now_leading;
+                if let Some(m) = &self.metrics {
+                    m.leader.set(i64::from(leading));
+                }
+            }
             if watcher.is_none() {
                 match self.store.store().watch(b"/mecfed/v1/", 0).await {
                     Ok(w) => watcher = Some(w),
                     Err(e) => tracing::warn!(error = %e, "scheduler: watch failed; polling"),
                 }
             }
-            match self.pass(unix_now()).await {
+            match if leading {
+                self.pass(unix_now()).await
+            } else {
+                Ok(PassReport::default())
+            } {
                 Ok(r) if r.committed + r.evicted + r.conflicts + r.failed > 0 => {
                     tracing::info!(
                         decided = r.decided,
@@ -285,9 +333,14 @@ impl<S: Store> Controller<S> {
                 }
             };
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    if let Err(e) = election.resign().await {
+                        tracing::warn!(error = %e, "scheduler: cannot resign the leadership");
+                    }
+                    return;
+                }
                 alive = wait => if !alive { watcher = None },
-                () = tokio::time::sleep(self.config.resync) => {}
+                () = tokio::time::sleep(self.config.resync.min(self.config.leader_ttl / 3)) => {}
             }
             // Drain what queued up meanwhile: one pass covers it all.
             if let Some(w) = watcher.as_mut() {

@@ -243,3 +243,80 @@ async fn a_refused_commit_does_not_stop_the_pass_on_etcd() {
     assert!(placements.iter().all(|p| p.value.app == narrow.id));
     assert_eq!(placements.iter().map(|p| p.value.replicas).sum::<u32>(), 3);
 }
+
+/// Two controllers on one store: one leads and places, the other waits; when the leader
+/// stops, the other takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_controller_leads_and_the_other_takes_over() {
+    use std::time::{Duration, Instant};
+
+    use mecfed_scheduler::SchedulerMetrics;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let typed = Typed::new(store.clone());
+    typed.put(&site(0)).await.unwrap();
+    store
+        .put(b"/mecfed/v1/siteleases/s0", br#"{"site":"s0"}"#, None)
+        .await
+        .unwrap();
+    let config = ControllerConfig {
+        resync: Duration::from_millis(100),
+        leader_ttl: Duration::from_secs(2),
+        ..ControllerConfig::default()
+    };
+    let start = |registry: &prometheus::Registry| {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let c = Controller::new(store.clone(), config.clone())
+            .with_metrics(SchedulerMetrics::register(registry).unwrap());
+        let task = tokio::spawn(c.run(async {
+            let _ = stopped.await;
+        }));
+        (stop, task)
+    };
+    let leader_of = |r: &prometheus::Registry| {
+        r.gather()
+            .iter()
+            .find(|m| m.name() == "mecfed_scheduler_leader")
+            .map_or(0.0, |m| m.get_metric()[0].get_gauge().value())
+    };
+    let (ra, rb) = (prometheus::Registry::new(), prometheus::Registry::new());
+    let (stop_a, task_a) = start(&ra);
+    let (stop_b, task_b) = start(&rb);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader_of(&ra) + leader_of(&rb) < 1.0 {
+        assert!(Instant::now() < deadline, "nobody leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stays one leader over several keep-alive periods.
+    for _ in 0..20 {
+        assert_eq!(leader_of(&ra) + leader_of(&rb), 1.0, "exactly one leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The leader places a new app.
+    typed.put(&app(0)).await.unwrap();
+    while typed.list::<Placement>().await.unwrap().0.is_empty() {
+        assert!(Instant::now() < deadline, "the leader placed nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The leader stops (and resigns): the other takes over and places the next app.
+    let (stop_leader, task_leader, stop_other, task_other, other) = if leader_of(&ra) == 1.0 {
+        (stop_a, task_a, stop_b, task_b, &rb)
+    } else {
+        (stop_b, task_b, stop_a, task_a, &ra)
+    };
+    stop_leader.send(()).unwrap();
+    task_leader.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leader_of(other) < 1.0 {
+        assert!(Instant::now() < deadline, "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    typed.put(&app(1)).await.unwrap();
+    while typed.list::<Placement>().await.unwrap().0.len() < 2 {
+        assert!(Instant::now() < deadline, "the new leader placed nothing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_other.send(()).unwrap();
+    task_other.await.unwrap();
+}
