@@ -397,6 +397,8 @@ impl<S: Store> Controller<S> {
                 .then(a.0.value.id.cmp(&b.0.value.id))
         });
         let mut unmet = 0i64;
+        let mut batch = Batch::default();
+        let mut stopped = false;
         for (app, policy, policy_rev) in order {
             let current: Vec<&Doc<Placement>> =
                 placements.get(&app.value.id).cloned().unwrap_or_default();
@@ -441,36 +443,45 @@ impl<S: Store> Controller<S> {
             if !decision.unmet.is_empty() {
                 unmet += 1;
             }
-            match self
-                .commit(
+            let graceful = policy.graceful_eviction_seconds > 0;
+            let stage = |batch: &Batch, ledgers: &HashMap<SiteId, Doc<SiteAllocation>>| {
+                self.stage(
                     now,
                     &snap,
                     app,
                     &policy,
                     policy_rev,
-                    demand,
+                    demand.clone(),
                     &decision,
                     &current,
                     sched,
-                    &mut ledgers,
+                    ledgers,
+                    batch,
                 )
-                .await
-            {
-                Ok(Commit::Unchanged) => {}
-                Ok(Commit::Committed) => {
-                    report.committed += 1;
-                    snap.commit(&app.value, &decision, policy.graceful_eviction_seconds > 0);
+            };
+            let Some(mut staged) = stage(&batch, &ledgers) else {
+                continue;
+            };
+            if batch.apps > 0 && batch.size_with(&staged) > MAX_TXN_OPS {
+                if !self
+                    .commit_batch(&mut batch, &mut ledgers, &mut report)
+                    .await?
+                {
+                    stopped = true;
+                    break;
                 }
-                Ok(Commit::Conflict) => report.conflicts += 1,
-                // The store is gone: the rest of the pass would fail the same way.
-                Err(TypedError::Store(e)) if e.is_transient() => return Err(e.into()),
-                // This app's commit is refused (e.g. a transaction beyond etcd's operation
-                // limit): the others go on; it is tried again next pass.
-                Err(e) => {
-                    tracing::warn!(app = %app.value.id, error = %e, "decision not committed");
-                    report.failed += 1;
-                }
+                // Staged against the revisions before that commit: stage again.
+                let Some(again) = stage(&batch, &ledgers) else {
+                    continue;
+                };
+                staged = again;
             }
+            batch.add(staged);
+            snap.commit(&app.value, &decision, graceful);
+        }
+        if !stopped {
+            self.commit_batch(&mut batch, &mut ledgers, &mut report)
+                .await?;
         }
         if let Some(m) = &self.metrics {
             m.commits
@@ -680,9 +691,45 @@ impl<S: Store> Controller<S> {
         Ok(())
     }
 
-    /// Commits one decision; see the module docs.
+    /// Commits `batch`, counting its decisions in `report`. Returns whether the pass may go
+    /// on: after a lost race the snapshot is ahead of the store, so the pass ends and the next
+    /// one starts from fresh state.
+    async fn commit_batch(
+        &self,
+        batch: &mut Batch,
+        ledgers: &mut HashMap<SiteId, Doc<SiteAllocation>>,
+        report: &mut PassReport,
+    ) -> Result<bool, TypedError> {
+        let n = batch.apps;
+        match self.flush(batch, ledgers).await {
+            Ok(true) => {
+                report.committed += n;
+                Ok(true)
+            }
+            Ok(false) => {
+                tracing::debug!(
+                    decisions = n,
+                    "commit lost a race; deciding again next pass"
+                );
+                report.conflicts += n;
+                Ok(false)
+            }
+            // The store is gone: the rest of the pass would fail the same way.
+            Err(TypedError::Store(e)) if e.is_transient() => Err(e.into()),
+            // Refused for another reason (e.g. one decision beyond etcd's operation limit):
+            // logged and tried again next pass; a single decision does not stop the others.
+            Err(e) => {
+                tracing::warn!(decisions = n, error = %e, "decisions not committed");
+                report.failed += n;
+                Ok(n == 1)
+            }
+        }
+    }
+
+    /// Stages one decision's writes (see the module docs) over what `batch` already holds;
+    /// `None` when nothing changes.
     #[allow(clippy::too_many_arguments)]
-    async fn commit(
+    fn stage(
         &self,
         now: u64,
         snap: &Snapshot,
@@ -693,8 +740,9 @@ impl<S: Store> Controller<S> {
         decision: &Decision,
         current: &[&Doc<Placement>],
         sched: Option<&Doc<AppSchedule>>,
-        ledgers: &mut HashMap<SiteId, Doc<SiteAllocation>>,
-    ) -> Result<Commit, TypedError> {
+        ledgers: &HashMap<SiteId, Doc<SiteAllocation>>,
+        batch: &Batch,
+    ) -> Option<Staged> {
         let app_id = &app.value.id;
         let targets: BTreeMap<&SiteId, u32> = decision
             .targets
@@ -703,8 +751,7 @@ impl<S: Store> Controller<S> {
             .collect();
         let target_sites: Vec<SiteId> = decision.targets.iter().map(|t| t.site.clone()).collect();
         let mut touched: BTreeMap<SiteId, Option<Allocation>> = BTreeMap::new();
-        let mut ops = Vec::new();
-        let mut compares = Vec::new();
+        let mut st = Staged::default();
         let mut dropped_not_ready = Vec::new();
         // Dropped sites: evict gracefully (or at once when the policy allows no grace).
         for p in current {
@@ -718,21 +765,16 @@ impl<S: Store> Controller<S> {
             if down {
                 dropped_not_ready.push(site.clone());
             }
-            compares.push(Compare::mod_revision(
-                key::<Placement>(&p.value.id()),
-                p.revision,
-            ));
+            let k = key::<Placement>(&p.value.id());
+            st.compares.push((k.clone(), p.revision));
             if policy.graceful_eviction_seconds > 0 {
                 let evicting = Placement {
                     evicting_until: Some(now + u64::from(policy.graceful_eviction_seconds)),
                     ..p.value.clone()
                 };
-                ops.push(TxnOp::put(
-                    key::<Placement>(&evicting.id()),
-                    encode(&evicting),
-                ));
+                st.ops.push((k.clone(), TxnOp::put(k, encode(&evicting))));
             } else {
-                ops.push(TxnOp::Delete(key::<Placement>(&p.value.id())));
+                st.ops.push((k.clone(), TxnOp::Delete(k)));
                 touched.insert(site.clone(), None);
             }
         }
@@ -748,11 +790,10 @@ impl<S: Store> Controller<S> {
             if existing.is_some_and(|p| p.value == want) {
                 continue;
             }
-            compares.push(Compare::mod_revision(
-                key::<Placement>(&want.id()),
-                existing.map_or(0, |p| p.revision),
-            ));
-            ops.push(TxnOp::put(key::<Placement>(&want.id()), encode(&want)));
+            let k = key::<Placement>(&want.id());
+            st.compares
+                .push((k.clone(), existing.map_or(0, |p| p.revision)));
+            st.ops.push((k.clone(), TxnOp::put(k, encode(&want))));
             let reserved = app
                 .value
                 .resources
@@ -784,36 +825,66 @@ impl<S: Store> Controller<S> {
             old.decided_at = record.decided_at;
             old == record
         });
-        if ops.is_empty() && record_same {
-            return Ok(Commit::Unchanged);
+        if st.ops.is_empty() && record_same {
+            return None;
         }
         let record = AppSchedule {
             decided_at: now,
             ..record
         };
-        compares.push(Compare::mod_revision(
-            key::<AppSchedule>(app_id.as_str()),
-            sched.map_or(0, |s| s.revision),
-        ));
-        ops.push(TxnOp::put(
-            key::<AppSchedule>(app_id.as_str()),
-            encode(&record),
-        ));
-        let mut next_ledgers = Vec::new();
+        let k = key::<AppSchedule>(app_id.as_str());
+        st.compares
+            .push((k.clone(), sched.map_or(0, |s| s.revision)));
+        st.ops.push((k.clone(), TxnOp::put(k, encode(&record))));
         for (site, alloc) in &touched {
-            let next = ledger_update(ledgers, site, app_id, *alloc, &mut compares, &mut ops);
-            next_ledgers.push((site.clone(), next));
+            let k = key::<SiteAllocation>(site.as_str());
+            st.compares
+                .push((k, ledgers.get(site).map_or(0, |l| l.revision)));
+            let mut next = batch
+                .ledgers
+                .get(site)
+                .cloned()
+                .or_else(|| ledgers.get(site).map(|l| l.value.clone()))
+                .unwrap_or_default();
+            next.site = Some(site.clone());
+            match alloc {
+                Some(a) => next.apps.insert(app_id.clone(), *a),
+                None => next.apps.remove(app_id),
+            };
+            st.ledgers.push((site.clone(), next));
         }
+        tracing::debug!(app = %app_id, targets = ?decision.targets, unmet = ?decision.unmet, "decision staged");
+        Some(st)
+    }
+
+    /// Commits what `batch` holds in one transaction; on success the ledgers it wrote are
+    /// recorded at the new revision. Returns whether the guards held.
+    async fn flush(
+        &self,
+        batch: &mut Batch,
+        ledgers: &mut HashMap<SiteId, Doc<SiteAllocation>>,
+    ) -> Result<bool, TypedError> {
+        let b = std::mem::take(batch);
+        if b.apps == 0 {
+            return Ok(true);
+        }
+        let mut ops: Vec<TxnOp> = b.ops.into_values().collect();
+        for (site, ledger) in &b.ledgers {
+            ops.push(ledger_op(site, ledger));
+        }
+        let compares = b
+            .compares
+            .into_iter()
+            .map(|(k, rev)| Compare::mod_revision(k, rev));
         let resp = self
             .store
             .store()
             .txn(Txn::new().when(compares).and_then(ops))
             .await?;
         if !resp.succeeded {
-            tracing::debug!(app = %app_id, "decision commit lost a race; retrying next pass");
-            return Ok(Commit::Conflict);
+            return Ok(false);
         }
-        for (site, value) in next_ledgers {
+        for (site, value) in b.ledgers {
             ledgers.insert(
                 site,
                 Doc {
@@ -822,8 +893,50 @@ impl<S: Store> Controller<S> {
                 },
             );
         }
-        tracing::debug!(app = %app_id, targets = ?decision.targets, unmet = ?decision.unmet, "decision committed");
-        Ok(Commit::Committed)
+        Ok(true)
+    }
+}
+
+/// Most guards or operations in one commit: etcd refuses more than 128 by default.
+const MAX_TXN_OPS: usize = 120;
+
+/// Writes of one decision, before they join a [`Batch`].
+#[derive(Debug, Default)]
+struct Staged {
+    compares: Vec<(Vec<u8>, u64)>,
+    ops: Vec<(Vec<u8>, TxnOp)>,
+    ledgers: Vec<(SiteId, SiteAllocation)>,
+}
+
+/// Decisions committed together: guards and operations by key (a key is guarded and
+/// written once per transaction), and the ledgers as the batch leaves them.
+#[derive(Debug, Default)]
+struct Batch {
+    compares: BTreeMap<Vec<u8>, u64>,
+    ops: BTreeMap<Vec<u8>, TxnOp>,
+    ledgers: BTreeMap<SiteId, SiteAllocation>,
+    apps: usize,
+}
+
+impl Batch {
+    /// Guards and operations with `st` added.
+    fn size_with(&self, st: &Staged) -> usize {
+        let new_ledgers = st
+            .ledgers
+            .iter()
+            .filter(|(s, _)| !self.ledgers.contains_key(s))
+            .count();
+        (self.ops.len() + self.ledgers.len() + st.ops.len() + new_ledgers)
+            .max(self.compares.len() + st.compares.len())
+    }
+
+    fn add(&mut self, st: Staged) {
+        for (k, rev) in st.compares {
+            self.compares.entry(k).or_insert(rev);
+        }
+        self.ops.extend(st.ops);
+        self.ledgers.extend(st.ledgers);
+        self.apps += 1;
     }
 }
 
@@ -858,12 +971,6 @@ fn ledger_op(site: &SiteId, ledger: &SiteAllocation) -> TxnOp {
     } else {
         TxnOp::put(key::<SiteAllocation>(site.as_str()), encode(ledger))
     }
-}
-
-enum Commit {
-    Unchanged,
-    Committed,
-    Conflict,
 }
 
 #[cfg(test)]
