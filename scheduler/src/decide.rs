@@ -306,6 +306,7 @@ impl Scheduler {
     ) -> Vec<(Reasons, Option<Score>)> {
         let mut run = Run::new(self, snap, app, policy);
         run.filter_and_score();
+        run.score_all();
         run.cands
             .iter()
             .map(|c| {
@@ -341,6 +342,13 @@ struct Cand {
     assigned: u32,
     /// Left out at least once by a spread maximum.
     spread_cut: bool,
+    /// Sum over the areas in reach of expected sessions x round trip.
+    wrtt: f64,
+    /// Sum of the expected sessions of the areas in reach.
+    reach_w: f64,
+    /// The preferred app affinity part of the score.
+    app_affinity: f32,
+    /// Valid once its group is scored.
     score: Score,
 }
 
@@ -488,6 +496,10 @@ struct Run<'a> {
     ranked: Vec<SiteIdx>,
     /// Where each affinity group's sites start in `ranked` (one more entry: the end).
     group_starts: Vec<usize>,
+    /// Whether a group's sites are scored and sorted best first.
+    scored: Vec<bool>,
+    /// Sum of all demand areas' weights.
+    total_weight: f64,
     /// Number of affinity groups (at least one).
     groups: usize,
     /// Instances still wanted per area, and (last) beyond the areas.
@@ -576,6 +588,8 @@ impl<'a> Run<'a> {
             spreads,
             ranked: Vec::new(),
             group_starts: Vec::new(),
+            scored: Vec::new(),
+            total_weight: 0.0,
             groups: policy.affinity.len().max(1),
             need: Vec::new(),
             wanted_per_bucket: Vec::new(),
@@ -622,12 +636,6 @@ impl<'a> Run<'a> {
         };
         let budget = f64::from(app.qos.latency_budget_ms);
         let total_weight: f64 = self.areas.iter().map(|a| a.weight).sum();
-        let inv_total_weight = if total_weight > 0.0 {
-            1.0 / total_weight
-        } else {
-            0.0
-        };
-        let inv_budget = 1.0 / budget;
         let need = app.resources;
 
         for (i, row) in snap.sites.iter().enumerate() {
@@ -795,81 +803,129 @@ impl<'a> Run<'a> {
             }
             cand.avail = fits_count(&free, &need);
 
-            // Scores.
-            let w = &self.weights;
-            let latency = if reach_weight > 0.0 && total_weight > 0.0 {
-                let rtt = weighted_rtt / reach_weight;
-                // Covering more of the demand is better too: scale by the share in reach.
-                100.0 * (1.0 - rtt * inv_budget).clamp(0.0, 1.0) * (reach_weight * inv_total_weight)
-            } else {
-                0.0
-            };
-            let after = row
-                .allocated
-                .saturating_sub(&own)
-                .checked_add(&need)
-                .unwrap_or(row.allocated);
-            let inv = &row.inv_capacity;
-            let used = (after.cpu_millicores as f64 * inv[0])
-                .max(after.memory_bytes as f64 * inv[1])
-                .max(f64::from(after.gpus) * inv[2])
-                .max(f64::from(after.session_slots) * inv[3]);
-            let capacity = 100.0 * (1.0 - used).clamp(0.0, 1.0);
-            let locality = if cand.current > 0 { 100.0 } else { 0.0 };
-            let cost = match snap.home_operator {
-                Some(home) if home != row.operator => 0.0,
-                _ => 100.0,
-            };
-            let app_affinity = if preferred == 0 {
+            // Scored later, per affinity group, only for the groups placement reaches.
+            cand.wrtt = weighted_rtt;
+            cand.reach_w = reach_weight;
+            cand.app_affinity = if preferred == 0 {
                 50.0
             } else {
-                50.0 + 50.0 * f64::from(affinity_hits) / f64::from(preferred)
-            };
-            let sum = w.latency + w.capacity + w.locality + w.cost + w.app_affinity;
-            let total = if sum > 0.0 {
-                (w.latency * latency
-                    + w.capacity * capacity
-                    + w.locality * locality
-                    + w.cost * cost
-                    + w.app_affinity * app_affinity)
-                    / sum
-            } else {
-                0.0
-            };
-            cand.score = Score {
-                latency: latency as f32,
-                capacity: capacity as f32,
-                locality: locality as f32,
-                cost: cost as f32,
-                app_affinity: app_affinity as f32,
-                total: total as f32,
+                (50.0 + 50.0 * f64::from(affinity_hits) / f64::from(preferred)) as f32
             };
             self.ranked.push(idx);
         }
-        // Earlier affinity groups first, then best score, then site id: a total order, so
-        // the unstable sort is deterministic. Sorting packed integer keys avoids chasing
-        // every comparison into `cands`; scores are non-negative, so their bits order as
-        // the numbers do.
+        // Group the feasible sites by affinity group (counting sort; id order within).
+        let mut starts = vec![0usize; self.groups + 1];
+        for i in &self.ranked {
+            starts[usize::from(self.cands[i.get()].group) + 1] += 1;
+        }
+        for g in 0..self.groups {
+            starts[g + 1] += starts[g];
+        }
+        let mut grouped = vec![SiteIdx(0); self.ranked.len()];
+        let mut next = starts.clone();
+        for &i in &self.ranked {
+            let g = usize::from(self.cands[i.get()].group);
+            grouped[next[g]] = i;
+            next[g] += 1;
+        }
+        self.ranked = grouped;
+        self.group_starts = starts;
+        self.scored = vec![false; self.groups];
+        self.total_weight = total_weight;
+    }
+
+    /// The score of a feasible site. See the module docs for the parts.
+    fn score_of(&self, idx: SiteIdx) -> Score {
+        let (snap, app, w) = (self.snap, self.app, &self.weights);
+        let row = &snap.sites[idx.get()];
+        let c = &self.cands[idx.get()];
+        let budget = f64::from(app.qos.latency_budget_ms);
+        let latency = if c.reach_w > 0.0 && self.total_weight > 0.0 {
+            let rtt = c.wrtt / c.reach_w;
+            // Covering more of the demand is better too: scale by the share in reach.
+            100.0 * (1.0 - rtt / budget).clamp(0.0, 1.0) * (c.reach_w / self.total_weight)
+        } else {
+            0.0
+        };
+        let own = self.own_reserved(idx);
+        let after = row
+            .allocated
+            .saturating_sub(&own)
+            .checked_add(&app.resources)
+            .unwrap_or(row.allocated);
+        let inv = &row.inv_capacity;
+        let used = (after.cpu_millicores as f64 * inv[0])
+            .max(after.memory_bytes as f64 * inv[1])
+            .max(f64::from(after.gpus) * inv[2])
+            .max(f64::from(after.session_slots) * inv[3]);
+        let capacity = 100.0 * (1.0 - used).clamp(0.0, 1.0);
+        let locality = if c.current > 0 { 100.0 } else { 0.0 };
+        let cost = match snap.home_operator {
+            Some(home) if home != row.operator => 0.0,
+            _ => 100.0,
+        };
+        let app_affinity = f64::from(c.app_affinity);
+        let sum = w.latency + w.capacity + w.locality + w.cost + w.app_affinity;
+        let total = if sum > 0.0 {
+            (w.latency * latency
+                + w.capacity * capacity
+                + w.locality * locality
+                + w.cost * cost
+                + w.app_affinity * app_affinity)
+                / sum
+        } else {
+            0.0
+        };
+        Score {
+            latency: latency as f32,
+            capacity: capacity as f32,
+            locality: locality as f32,
+            cost: cost as f32,
+            app_affinity: app_affinity as f32,
+            total: total as f32,
+        }
+    }
+
+    /// What the app's live placements reserve on `idx`.
+    fn own_reserved(&self, idx: SiteIdx) -> Resources {
+        self.rec.map_or(Resources::ZERO, |r| {
+            r.placed
+                .iter()
+                .filter(|p| p.site == idx && !p.evicting)
+                .fold(Resources::ZERO, |acc, p| {
+                    acc.checked_add(&p.reserved).unwrap_or(acc)
+                })
+        })
+    }
+
+    /// Scores group `g`'s sites and orders them best first (ties: site id), once.
+    fn score_group(&mut self, g: usize) {
+        if self.scored[g] {
+            return;
+        }
+        self.scored[g] = true;
+        let (from, to) = (self.group_starts[g], self.group_starts[g + 1]);
+        for k in from..to {
+            let idx = self.ranked[k];
+            self.cands[idx.get()].score = self.score_of(idx);
+        }
+        // Scores are non-negative, so their bits order as the numbers do; packed integer
+        // keys make a total order, so the unstable sort is deterministic.
         let cands = &self.cands;
-        let mut keys: Vec<(u64, u32)> = self
-            .ranked
+        let mut keys: Vec<(u32, u32)> = self.ranked[from..to]
             .iter()
-            .map(|i| {
-                let c = &cands[i.get()];
-                let score = c.score.total.max(0.0).to_bits();
-                ((u64::from(c.group) << 32) | u64::from(!score), i.0)
-            })
+            .map(|i| (!cands[i.get()].score.total.max(0.0).to_bits(), i.0))
             .collect();
         keys.sort_unstable();
-        self.ranked.clear();
-        self.ranked
-            .extend(keys.into_iter().map(|(_, i)| SiteIdx(i)));
-        self.group_starts = (0..=self.groups)
-            .map(|g| {
-                self.ranked
-                    .partition_point(|i| usize::from(cands[i.get()].group) < g)
-            })
-            .collect();
+        for (k, (_, i)) in keys.into_iter().enumerate() {
+            self.ranked[from + k] = SiteIdx(i);
+        }
+    }
+
+    fn score_all(&mut self) {
+        for g in 0..self.groups {
+            self.score_group(g);
+        }
     }
 
     fn row(&self, idx: SiteIdx) -> &'a SiteRow {
@@ -987,6 +1043,9 @@ impl<'a> Run<'a> {
         // need (Karmada divides only the difference on a re-schedule, too); a failback
         // places afresh.
         if !self.failing_back() {
+            if self.rec.is_some() {
+                self.score_all();
+            }
             for i in 0..self.ranked.len() {
                 let idx = self.ranked[i];
                 let c = self.cands[idx.get()];
@@ -1005,17 +1064,25 @@ impl<'a> Run<'a> {
             while self.spreads[s].used.len() < self.spreads[s].c.min_groups as usize
                 && self.need.iter().any(|&n| n > 0)
             {
-                let pick = self.ranked.iter().copied().find(|&idx| {
-                    let c = &self.cands[idx.get()];
-                    let row = self.row(idx);
-                    !c.hold
-                        && c.room() > 0
-                        && self.useful(idx)
-                        && self.spreads[s]
-                            .group(idx, row)
-                            .is_some_and(|g| !self.spreads[s].used.contains(&g))
-                        && self.spread_allows(idx)
-                });
+                let mut pick = None;
+                for g in 0..self.groups {
+                    self.score_group(g);
+                    let slice = &self.ranked[self.group_starts[g]..self.group_starts[g + 1]];
+                    pick = slice.iter().copied().find(|&idx| {
+                        let c = &self.cands[idx.get()];
+                        let row = self.row(idx);
+                        !c.hold
+                            && c.room() > 0
+                            && self.useful(idx)
+                            && self.spreads[s]
+                                .group(idx, row)
+                                .is_some_and(|g| !self.spreads[s].used.contains(&g))
+                            && self.spread_allows(idx)
+                    });
+                    if pick.is_some() {
+                        break;
+                    }
+                }
                 let Some(idx) = pick else { break };
                 self.cands[idx.get()].assigned += 1;
                 self.mark_used(idx);
@@ -1066,6 +1133,7 @@ impl<'a> Run<'a> {
     /// The candidates of `bucket` in affinity group `g`, best first, cut to the spread
     /// maximums.
     fn subset(&mut self, bucket: usize, g: u16) -> Vec<SiteIdx> {
+        self.score_group(usize::from(g));
         let areas = self.areas.len();
         let mut out = Vec::new();
         // Spread groups the subset may open, beyond those in use.
@@ -1214,12 +1282,13 @@ impl<'a> Run<'a> {
     fn place_duplicated(&mut self) {
         let n = self.wanted;
         let areas = self.areas.len();
-        for g in 0..self.groups as u16 {
+        for g in 0..self.groups {
+            self.score_group(g);
             let mut any = false;
-            for i in 0..self.ranked.len() {
+            for i in self.group_starts[g]..self.group_starts[g + 1] {
                 let idx = self.ranked[i];
                 let c = self.cands[idx.get()];
-                if c.group != g || (areas > 0 && c.reach == 0) {
+                if areas > 0 && c.reach == 0 {
                     continue;
                 }
                 if c.hold {
