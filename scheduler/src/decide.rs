@@ -21,6 +21,9 @@
 //!    aggregated, duplicated), never opening more spread groups than allowed.
 //!
 //! "Nothing fits" is a [`Decision`] with no targets and its [`Unmet`] needs, not an error.
+//! Every rejected site carries its reasons; a site certainly beyond every demand area's reach
+//! carries that one alone (its other filters are not run), and [`crate::explain`] gives
+//! every reason of every site.
 //! The same snapshot and input always give the same decision: ties break on site id.
 //!
 //! Architecture Invariant: no IO, no clock reads, no randomness; `now` is in the snapshot.
@@ -140,6 +143,12 @@ impl Reasons {
 
     fn add(&mut self, r: Reason) {
         self.0 |= r.bit();
+    }
+
+    /// Both sets together.
+    #[must_use]
+    pub fn union(self, other: Reasons) -> Reasons {
+        Reasons(self.0 | other.0)
     }
 
     /// The reasons, in declaration order.
@@ -296,8 +305,8 @@ impl Scheduler {
         run.finish()
     }
 
-    /// Filters and scores only: every site's reasons and, for feasible ones, its score.
-    /// [`crate::explain`] uses it.
+    /// Filters and scores only: every site's reasons (all of them, also for sites out of
+    /// reach) and, for feasible ones, its score. [`crate::explain`] uses it.
     pub(crate) fn evaluate<'a>(
         &self,
         snap: &'a Snapshot,
@@ -305,6 +314,7 @@ impl Scheduler {
         policy: &'a PlacementPolicy,
     ) -> Vec<(Reasons, Option<Score>)> {
         let mut run = Run::new(self, snap, app, policy);
+        run.full_reasons = true;
         run.filter_and_score();
         run.score_all();
         run.cands
@@ -485,6 +495,9 @@ impl Spread<'_> {
 
 struct Run<'a> {
     weights: Weights,
+    /// Every reason of every site (for explanations), rather than stopping at a sufficient
+    /// one for sites certainly out of reach.
+    full_reasons: bool,
     snap: &'a Snapshot,
     app: &'a App,
     policy: &'a PlacementPolicy,
@@ -579,6 +592,7 @@ impl<'a> Run<'a> {
             .collect();
         Self {
             weights: sched.weights,
+            full_reasons: false,
             snap,
             app,
             policy,
@@ -638,9 +652,23 @@ impl<'a> Run<'a> {
         let total_weight: f64 = self.areas.iter().map(|a| a.weight).sum();
         let need = app.resources;
 
+        let full = self.full_reasons;
         for (i, row) in snap.sites.iter().enumerate() {
             let idx = SiteIdx(i as u32);
             let cand = &mut self.cands[i];
+            // A site certainly beyond every demand area's reach stops here, as a node stops
+            // at its first failing filter in kube-scheduler: its other reasons are left to
+            // `explain`.
+            if !full
+                && !self.areas.is_empty()
+                && self.areas.iter().enumerate().all(|(a, area)| {
+                    measured[a].is_none_or(|m| !m.contains_key(&idx))
+                        && chord2(&area.centre, &row.unit) > area.prune_chord2
+                })
+            {
+                cand.reasons.add(Reason::OutOfLatencyBudget);
+                continue;
+            }
             let mut reasons = Reasons::default();
             let mut keep_only = false;
             let own: Resources = self.rec.map_or(Resources::ZERO, |r| {

@@ -91,10 +91,11 @@ pub fn explain(
                 .iter()
                 .find(|t| t.site == site.id)
                 .map_or(0, |t| t.replicas);
+            // Every filter's reasons, with what placement added (not needed, spread, ...).
             let reasons: Vec<Reason> = rejections
                 .iter()
                 .find(|r| r.site == idx)
-                .map(|r| r.reasons.iter().collect())
+                .map(|r| r.reasons.union(evaluated[idx.get()].0).iter().collect())
                 .unwrap_or_default();
             let rtt: Vec<AreaRtt> = app
                 .qos

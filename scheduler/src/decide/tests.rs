@@ -147,13 +147,39 @@ fn nothing_fits_is_a_result_with_reasons() {
             placed: 0
         }]
     );
+    // Certainly out of reach: the decision stops at that reason ...
     assert_eq!(
         reasons_of(&snap, &rej, "mel-1"),
+        vec![Reason::OutOfLatencyBudget]
+    );
+    // ... and the explanation gives every one.
+    let e = crate::explain(
+        &Scheduler::default(),
+        &snap,
+        &a,
+        &PlacementPolicy::default(),
+    );
+    assert_eq!(
+        e.sites[0].reasons,
         vec![
             Reason::InsufficientCpu,
             Reason::InsufficientSessionSlots,
             Reason::OutOfLatencyBudget
         ]
+    );
+    // A site within reach carries all of its reasons in the decision too.
+    let near = ready(vec![site(
+        "cork-1",
+        "op-a",
+        "z",
+        CORK,
+        "cpu=100m,memory=1Gi,sessions=10",
+    )])
+    .build();
+    let (_, rej) = schedule(&near, &a, &PlacementPolicy::default());
+    assert_eq!(
+        reasons_of(&near, &rej, "cork-1"),
+        vec![Reason::InsufficientCpu, Reason::InsufficientSessionSlots]
     );
 }
 
