@@ -671,14 +671,7 @@ impl<'a> Run<'a> {
             }
             let mut reasons = Reasons::default();
             let mut keep_only = false;
-            let own: Resources = self.rec.map_or(Resources::ZERO, |r| {
-                r.placed
-                    .iter()
-                    .filter(|p| p.site == idx && !p.evicting)
-                    .fold(Resources::ZERO, |acc, p| {
-                        acc.checked_add(&p.reserved).unwrap_or(acc)
-                    })
-            });
+            let own = self.rec.map_or(Resources::ZERO, |r| r.reserved(idx));
             cand.current = self.rec.map_or(0, |r| r.current(idx));
 
             // Readiness, with the failover delay.
@@ -875,7 +868,7 @@ impl<'a> Run<'a> {
         } else {
             0.0
         };
-        let own = self.own_reserved(idx);
+        let own = self.rec.map_or(Resources::ZERO, |r| r.reserved(idx));
         let after = row
             .allocated
             .saturating_sub(&own)
@@ -912,18 +905,6 @@ impl<'a> Run<'a> {
             app_affinity: app_affinity as f32,
             total: total as f32,
         }
-    }
-
-    /// What the app's live placements reserve on `idx`.
-    fn own_reserved(&self, idx: SiteIdx) -> Resources {
-        self.rec.map_or(Resources::ZERO, |r| {
-            r.placed
-                .iter()
-                .filter(|p| p.site == idx && !p.evicting)
-                .fold(Resources::ZERO, |acc, p| {
-                    acc.checked_add(&p.reserved).unwrap_or(acc)
-                })
-        })
     }
 
     /// Scores group `g`'s sites and orders them best first (ties: site id), once.

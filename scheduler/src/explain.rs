@@ -173,14 +173,7 @@ fn detail(
     let own = snap
         .apps
         .get(&app.id)
-        .map(|rec| {
-            rec.placed
-                .iter()
-                .filter(|p| p.site == idx && !p.evicting)
-                .fold(mecfed_core::Resources::ZERO, |a, p| {
-                    a.checked_add(&p.reserved).unwrap_or(a)
-                })
-        })
+        .map(|rec| rec.reserved(idx))
         .unwrap_or_default();
     let free = site
         .capacity

@@ -120,6 +120,16 @@ pub(crate) struct AppRecord {
 }
 
 impl AppRecord {
+    /// What the live (not evicting) placements reserve on `site`.
+    pub(crate) fn reserved(&self, site: SiteIdx) -> Resources {
+        self.placed
+            .iter()
+            .filter(|p| p.site == site && !p.evicting)
+            .fold(Resources::ZERO, |acc, p| {
+                acc.checked_add(&p.reserved).unwrap_or(acc)
+            })
+    }
+
     /// Live (not evicting) replicas on `site`.
     pub(crate) fn current(&self, site: SiteIdx) -> u32 {
         self.placed
