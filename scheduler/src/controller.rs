@@ -370,6 +370,10 @@ impl<S: Store> Controller<S> {
         for p in &world.placements {
             placements.entry(&p.value.app).or_default().push(p);
         }
+        let mut instances: HashMap<&AppId, Vec<&Instance>> = HashMap::new();
+        for i in &world.instances {
+            instances.entry(&i.app).or_default().push(i);
+        }
         let app_ids: HashSet<&AppId> = world.apps.iter().map(|a| &a.value.id).collect();
         // Placements of deleted apps go, with their ledger entries and record.
         for (app, ps) in &placements {
@@ -408,7 +412,8 @@ impl<S: Store> Controller<S> {
                 .map(|p| p.value.site.clone())
                 .collect();
             let sched = world.schedules.get(&app.value.id);
-            let scaled = self.autoscale(now, &snap, &world, app, &policy, sched, &placed);
+            let own_instances = instances.get(&app.value.id).map_or(&[][..], Vec::as_slice);
+            let scaled = self.autoscale(now, &snap, own_instances, app, &policy, sched, &placed);
             let demand: BTreeMap<String, u32> = match &scaled {
                 Some(n) => app
                     .value
@@ -509,7 +514,7 @@ impl<S: Store> Controller<S> {
         &self,
         now: u64,
         snap: &Snapshot,
-        world: &World,
+        instances: &[&Instance],
         app: &Doc<App>,
         policy: &PlacementPolicy,
         sched: Option<&Doc<AppSchedule>>,
@@ -521,8 +526,8 @@ impl<S: Store> Controller<S> {
             return None;
         }
         let mut per_site: BTreeMap<crate::SiteIdx, u32> = BTreeMap::new();
-        for i in &world.instances {
-            if i.app != app.id || i.state != InstanceState::Ready || !placed.contains(&i.site) {
+        for i in instances {
+            if i.state != InstanceState::Ready || !placed.contains(&i.site) {
                 continue;
             }
             if let (Some(n), Some(idx)) = (i.sessions, snap.index_of(&i.site)) {
@@ -596,27 +601,31 @@ impl<S: Store> Controller<S> {
             .map(|p| (&p.value.app, &p.value.site))
             .collect();
         let ready_sites: HashSet<&SiteId> = world.live.iter().collect();
+        // Per app, in one pass each: live instances wanted, and ready ones on live placements.
+        let mut wanted_by_app: HashMap<&AppId, u32> = HashMap::new();
+        for q in world
+            .placements
+            .iter()
+            .filter(|q| q.value.evicting_until.is_none())
+        {
+            *wanted_by_app.entry(&q.value.app).or_default() += q.value.replicas;
+        }
+        let mut ready_by_app: HashMap<&AppId, u32> = HashMap::new();
+        for i in &world.instances {
+            if i.state == InstanceState::Ready
+                && live.contains(&(&i.app, &i.site))
+                && ready_sites.contains(&i.site)
+            {
+                *ready_by_app.entry(&i.app).or_default() += 1;
+            }
+        }
         for p in &world.placements {
             let Some(until) = p.value.evicting_until else {
                 continue;
             };
             let app = &p.value.app;
-            let wanted: u32 = world
-                .placements
-                .iter()
-                .filter(|q| &q.value.app == app && q.value.evicting_until.is_none())
-                .map(|q| q.value.replicas)
-                .sum();
-            let ready_live = world
-                .instances
-                .iter()
-                .filter(|i| {
-                    &i.app == app
-                        && i.state == InstanceState::Ready
-                        && live.contains(&(&i.app, &i.site))
-                        && ready_sites.contains(&i.site)
-                })
-                .count() as u32;
+            let wanted = wanted_by_app.get(app).copied().unwrap_or(0);
+            let ready_live = ready_by_app.get(app).copied().unwrap_or(0);
             if !eviction_done(now, until, ready_live, wanted) {
                 continue;
             }
