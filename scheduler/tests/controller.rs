@@ -23,6 +23,19 @@ fn site(i: usize) -> Site {
     .unwrap()
 }
 
+/// Site `s<i>`, Ready: its document and the site registry's liveness record.
+async fn add_ready_site<S: Store>(store: &S, i: usize) {
+    Typed::new(store.clone()).put(&site(i)).await.unwrap();
+    store
+        .put(
+            format!("/mecfed/v1/siteleases/s{i}").as_bytes(),
+            format!(r#"{{"site":"s{i}"}}"#).as_bytes(),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
 fn app(i: usize) -> App {
     App {
         id: AppId::new(format!("app-{i:02}")).unwrap(),
@@ -59,16 +72,7 @@ async fn concurrent_controllers_never_over_commit() {
     let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
     let typed = Typed::new(store.clone());
     for i in 0..3 {
-        typed.put(&site(i)).await.unwrap();
-        // The site registry's liveness record: the site is Ready.
-        store
-            .put(
-                format!("/mecfed/v1/siteleases/s{i}").as_bytes(),
-                format!(r#"{{"site":"s{i}"}}"#).as_bytes(),
-                None,
-            )
-            .await
-            .unwrap();
+        add_ready_site(&store, i).await;
     }
     // 12 apps of 3 instances of one core each: 36 cores wanted, 24 there.
     for i in 0..12 {
@@ -125,11 +129,7 @@ async fn the_autoscaler_follows_reported_sessions_up_and_down() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
     let typed = Typed::new(store.clone());
-    typed.put(&site(0)).await.unwrap();
-    store
-        .put(b"/mecfed/v1/siteleases/s0", br#"{"site":"s0"}"#, None)
-        .await
-        .unwrap();
+    add_ready_site(&store, 0).await;
     let app = app(0); // declares 150 sessions: 3 instances of 50
     typed
         .put(&AppPolicy {
@@ -207,15 +207,7 @@ async fn a_refused_commit_does_not_stop_the_pass_on_etcd() {
     let store = EtcdStore::connect(&[etcd.endpoint()]).await.unwrap();
     let typed = Typed::new(store.clone());
     for i in 0..70 {
-        typed.put(&site(i)).await.unwrap();
-        store
-            .put(
-                format!("/mecfed/v1/siteleases/s{i}").as_bytes(),
-                format!(r#"{{"site":"s{i}"}}"#).as_bytes(),
-                None,
-            )
-            .await
-            .unwrap();
+        add_ready_site(&store, i).await;
     }
     // One instance on every one of 70 sites: 70 placements and 70 ledgers in one commit.
     let mut wide = app(0);
@@ -255,11 +247,7 @@ async fn one_controller_leads_and_the_other_takes_over() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
     let typed = Typed::new(store.clone());
-    typed.put(&site(0)).await.unwrap();
-    store
-        .put(b"/mecfed/v1/siteleases/s0", br#"{"site":"s0"}"#, None)
-        .await
-        .unwrap();
+    add_ready_site(&store, 0).await;
     let config = ControllerConfig {
         resync: Duration::from_millis(100),
         leader_ttl: Duration::from_secs(2),
