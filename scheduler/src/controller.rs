@@ -28,7 +28,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 
 use crate::{
     autoscale::{AreaScaler, area_sessions, declared, recommend, with_demand},
-    decide::{Decision, Scheduler, Weights},
+    decide::{Decision, OVERLOAD, Scheduler, Weights},
     snapshot::{SiteHealth, Snapshot},
     state::{Allocation, AppSchedule, Doc, SiteAllocation, SiteHealthRecord, World},
 };
@@ -191,14 +191,15 @@ pub fn needs_decision(
             snap.health(i) != SiteHealth::Ready
                 || !row.taints.is_empty()
                 || !row.capacity.fits(&snap.allocated(i))
-                || crate::snapshot::utilisation(row) >= OVERLOAD
+                || (crate::snapshot::utilisation(row) >= OVERLOAD
+                    && snap.now().saturating_sub(s.decided_at) >= REBALANCE_COOLDOWN_SECONDS)
         }
     })
 }
 
-/// Load (the busier of CPU and session slots in use) at which a site's apps are re-decided,
-/// so that the queueing term can move them.
-pub const OVERLOAD: f64 = 0.9;
+/// Seconds after a decision before an app sheds load from an overloaded site again, so that
+/// the sites' load reports catch up with the last move.
+pub const REBALANCE_COOLDOWN_SECONDS: u64 = 30;
 
 /// Whether an evicting placement may go (IO-free): its time is up, or the app has
 /// replacements, at least `wanted` of them ready on its live placements. With no

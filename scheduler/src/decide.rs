@@ -229,6 +229,11 @@ impl Decision {
     }
 }
 
+/// Reported load (the busier of CPU and session slots) at which a site sheds instances.
+pub const OVERLOAD: f64 = 0.9;
+/// Load a shedding site aims at: each app on it moves its share of the excess.
+pub const REBALANCE_TARGET: f64 = 0.8;
+
 /// Weights of the score parts (any non-negative numbers; they are normalised).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -352,6 +357,10 @@ struct Cand {
     assigned: u32,
     /// Left out at least once by a spread maximum.
     spread_cut: bool,
+    /// Overloaded: takes no new instances (but may get shed ones back).
+    no_new: bool,
+    /// Instances this decision moves off the site if others take them.
+    shed: u32,
     /// Sum over the areas in reach of expected sessions x round trip.
     wrtt: f64,
     /// Sum of the expected sessions of the areas in reach.
@@ -1055,13 +1064,25 @@ impl<'a> Run<'a> {
             if self.rec.is_some() {
                 self.score_all();
             }
+            let may_shed = self.rec.is_some_and(|r| !r.rebalance_held);
             for i in 0..self.ranked.len() {
                 let idx = self.ranked[i];
                 let c = self.cands[idx.get()];
                 if c.hold || c.current == 0 || !self.spread_allows(idx) {
                     continue;
                 }
-                let kept = self.attribute(idx, c.current.min(c.avail));
+                // An overloaded site sheds its share of the excess load: the app's instances
+                // there shrink in proportion, the rest is placed elsewhere if it fits.
+                let load = self.row(idx).utilisation;
+                let mut keep = c.current.min(c.avail);
+                if may_shed && load >= OVERLOAD {
+                    let shed = (f64::from(keep) * (load - REBALANCE_TARGET) / load).ceil() as u32;
+                    let cand = &mut self.cands[idx.get()];
+                    cand.no_new = true;
+                    cand.shed = shed.min(keep);
+                    keep -= cand.shed;
+                }
+                let kept = self.attribute(idx, keep);
                 if kept > 0 {
                     self.cands[idx.get()].assigned = kept;
                     self.mark_used(idx);
@@ -1081,6 +1102,7 @@ impl<'a> Run<'a> {
                         let c = &self.cands[idx.get()];
                         let row = self.row(idx);
                         !c.hold
+                            && !c.no_new
                             && c.room() > 0
                             && self.useful(idx)
                             && self.spreads[s]
@@ -1120,6 +1142,20 @@ impl<'a> Run<'a> {
                 self.need[bucket] -= given;
             }
         }
+        // What no other site took goes back to the overloaded sites that shed it.
+        for i in 0..self.ranked.len() {
+            let idx = self.ranked[i];
+            let shed = self.cands[idx.get()].shed;
+            if shed > 0 {
+                let back = self.attribute(idx, shed);
+                let c = &mut self.cands[idx.get()];
+                c.assigned += back;
+                c.shed -= back;
+                if back > 0 {
+                    self.mark_used(idx);
+                }
+            }
+        }
         for (b, &left) in self.need.iter().enumerate() {
             if left > 0 {
                 self.unmet.push(Unmet::Demand {
@@ -1155,7 +1191,7 @@ impl<'a> Run<'a> {
             } else {
                 areas == 0 || c.reach != 0
             };
-            if c.hold || !in_reach || c.room() == 0 {
+            if c.hold || c.no_new || !in_reach || c.room() == 0 {
                 continue;
             }
             let row = self.row(idx);

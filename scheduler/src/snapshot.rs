@@ -72,6 +72,8 @@ pub(crate) struct SiteRow {
     pub(crate) unit: [f64; 3],
     /// Access round trip of the fastest radio the site serves (5G when it serves none).
     pub(crate) access_rtt_ms: f64,
+    /// Load in [0, 1]: the busier of CPU and session slots in use, as the agent reports.
+    pub(crate) utilisation: f64,
     /// Queueing delay at that load ([`queueing_ms`]).
     pub(crate) queue_ms: f64,
     pub(crate) operator: u32,
@@ -117,6 +119,8 @@ pub(crate) struct AppRecord {
     pub(crate) placed: Vec<Placed>,
     /// Sites the app's instances failed over from.
     pub(crate) failed_over_from: Vec<SiteIdx>,
+    /// Rebalanced too recently to shed load again.
+    pub(crate) rebalance_held: bool,
 }
 
 impl AppRecord {
@@ -171,6 +175,7 @@ pub struct SnapshotBuilder {
     sites: Vec<(Site, SiteHealth)>,
     placements: Vec<(AppId, SiteId, u32, Resources, bool)>,
     failed_over: Vec<(AppId, SiteId)>,
+    rebalance_held: Vec<AppId>,
     measured: Vec<(SiteId, String, f64)>,
 }
 
@@ -244,6 +249,11 @@ impl SnapshotBuilder {
         self.failed_over.push((app, site));
     }
 
+    /// Marks `app` as rebalanced too recently: its instances stay on overloaded sites.
+    pub fn add_rebalance_held(&mut self, app: AppId) {
+        self.rebalance_held.push(app);
+    }
+
     /// A measured round trip (ms) from the demand area named `area` to `site`; it replaces
     /// the model's prediction for that pair.
     pub fn measured_rtt(mut self, site: SiteId, area: impl Into<String>, rtt_ms: f64) -> Self {
@@ -282,6 +292,7 @@ impl SnapshotBuilder {
             rows.push(SiteRow {
                 unit: site.location.unit_vector(),
                 access_rtt_ms: site_access_rtt_ms(&site.access_kinds),
+                utilisation: utilisation(&site),
                 queue_ms: queueing_ms(utilisation(&site)),
                 operator: operators.intern(site.operator.as_str()),
                 region: regions.intern(&site.region),
@@ -335,6 +346,9 @@ impl SnapshotBuilder {
                 reserved,
                 evicting,
             });
+        }
+        for app in self.rebalance_held {
+            apps.entry(app).or_default().rebalance_held = true;
         }
         for (app, site) in self.failed_over {
             if let Some(&idx) = by_id.get(&site) {

@@ -329,6 +329,11 @@ impl World {
             for site in &sched.value.failed_over_from {
                 b.add_failed_over(sched.value.app.clone(), site.clone());
             }
+            if now.saturating_sub(sched.value.decided_at)
+                < crate::controller::REBALANCE_COOLDOWN_SECONDS
+            {
+                b.add_rebalance_held(sched.value.app.clone());
+            }
         }
         b.build()
     }

@@ -699,3 +699,39 @@ fn explain_gives_numbers_for_every_site() {
         mel.details
     );
 }
+
+#[test]
+fn overloaded_sites_shed_their_share_when_others_can_take_it() {
+    let a = app("arena", 20, vec![area("cork", CORK, 250)]); // 5 instances
+    let one = Resources::parse("cpu=500m,memory=256Mi,sessions=50").unwrap();
+    let world = |other_cap: &str, held: bool| {
+        let mut hot = site("hot", "op-a", "z1", CORK, BIG);
+        hot.usage.cpu_millicores = hot.capacity.cpu_millicores; // fully loaded
+        let mut b = ready(vec![hot, site("cool", "op-a", "z2", CORK, other_cap)]).placement(
+            a.id.clone(),
+            SiteId::new("hot").unwrap(),
+            5,
+            one.checked_mul(5).unwrap(),
+            false,
+        );
+        if held {
+            b.add_rebalance_held(a.id.clone());
+        }
+        b.build()
+    };
+    // Load 1.0 against a target of 0.8: a fifth of the app's 5 instances moves.
+    let (d, _) = schedule(&world(BIG, false), &a, &PlacementPolicy::default());
+    assert_eq!(replicas(&d), map(&[("cool", 1), ("hot", 4)]));
+    assert!(d.unmet.is_empty());
+    // Nowhere to go: it stays.
+    let (d, _) = schedule(
+        &world("cpu=100m,memory=1Gi,sessions=10", false),
+        &a,
+        &PlacementPolicy::default(),
+    );
+    assert_eq!(replicas(&d), map(&[("hot", 5)]));
+    assert!(d.unmet.is_empty());
+    // Rebalanced a moment ago: no second move before the load reports catch up.
+    let (d, _) = schedule(&world(BIG, true), &a, &PlacementPolicy::default());
+    assert_eq!(replicas(&d), map(&[("hot", 5)]));
+}
