@@ -601,7 +601,7 @@ impl<S: Store> Controller<S> {
             .filter(|p| p.value.evicting_until.is_none())
             .map(|p| (&p.value.app, &p.value.site))
             .collect();
-        let ready_sites: HashSet<&SiteId> = world.live.iter().collect();
+        let ready_sites = &world.live;
         // Per app, in one pass each: live instances wanted, and ready ones on live placements.
         let mut wanted_by_app: HashMap<&AppId, u32> = HashMap::new();
         for q in world

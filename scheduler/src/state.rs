@@ -14,7 +14,7 @@
 //! - `sitehealth/<site>` ([`SiteHealthRecord`]): since when a site is NotReady, so failover
 //!   delays survive a controller restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mecfed_core::{App, AppId, Instance, Placement, PlacementPolicy, Resources, Site, SiteId};
 use mecfed_store::{
@@ -164,7 +164,7 @@ pub struct World {
     /// Sites.
     pub sites: Vec<Site>,
     /// Sites whose agent holds a live lease.
-    pub live: Vec<SiteId>,
+    pub live: HashSet<SiteId>,
     /// NotReady records.
     pub health: HashMap<SiteId, Doc<SiteHealthRecord>>,
     /// Apps.
@@ -293,13 +293,8 @@ impl World {
         if let Some(op) = home_operator {
             b = b.home_operator(op.clone());
         }
-        let live: std::collections::HashSet<&SiteId> = self.live.iter().collect();
         for s in &self.sites {
-            let health = if live.contains(&s.id) {
-                SiteHealth::Ready
-            } else {
-                self.health_of(&s.id, now)
-            };
+            let health = self.health_of(&s.id, now);
             let mut site = s.clone();
             site.status = if health == SiteHealth::Ready {
                 mecfed_core::SiteStatus::Ready
