@@ -158,6 +158,30 @@ pub struct CtlArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
+    /// OAuth client id to call as (`operator`, `dev.<developer>`).
+    #[arg(
+        long,
+        global = true,
+        env = "MECFED_CLIENT_ID",
+        default_value = "operator"
+    )]
+    pub client_id: String,
+    /// OAuth client secret [default: read from --client-secret-file].
+    #[arg(
+        long,
+        global = true,
+        env = "MECFED_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub client_secret: Option<String>,
+    /// File holding the client secret (`mecfed up` writes the operator's there).
+    #[arg(
+        long,
+        global = true,
+        env = "MECFED_CLIENT_SECRET_FILE",
+        default_value = "./mecfed-data/operator.secret"
+    )]
+    pub client_secret_file: PathBuf,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     pub output: OutputFormat,
@@ -212,6 +236,60 @@ pub enum CtlCommand {
     Explain {
         /// App id.
         app: String,
+    },
+    /// Developer accounts (tenants) and their credentials.
+    #[command(subcommand)]
+    Developers(DevelopersCommand),
+    /// Edge cloud zones of the federation, with their status (CAMARA).
+    Zones,
+    /// UE network contexts: list, or create/replace one from a JSON file.
+    #[command(subcommand)]
+    Ues(UesCommand),
+}
+
+/// `mecfed ctl developers`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum DevelopersCommand {
+    /// List developer accounts.
+    List,
+    /// Create a developer account; its client secret is printed once.
+    Create {
+        /// Developer id.
+        id: String,
+        /// CAMARA AppProvider name (8 to 64 letters, digits or '_').
+        #[arg(long)]
+        app_provider: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Sustained requests per second allowed.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Burst of requests allowed.
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Issue a new client secret (the old one stops working); printed once.
+    RotateSecret {
+        /// Developer id.
+        id: String,
+    },
+    /// Delete a developer account that has no apps left.
+    Delete {
+        /// Developer id.
+        id: String,
+    },
+}
+
+/// `mecfed ctl ues`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UesCommand {
+    /// List UEs with their attachment.
+    List,
+    /// Create or replace a UE from a JSON file.
+    Apply {
+        /// UE file (JSON).
+        file: PathBuf,
     },
 }
 

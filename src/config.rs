@@ -19,6 +19,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 /// Default data directory of the embedded store.
 pub const DEFAULT_DATA_DIR: &str = "./mecfed-data";
 
+/// Name of the operator's client secret file in the data directory.
+pub const OPERATOR_SECRET_FILE: &str = "operator.secret";
+
 /// The resolved configuration of `mecfed up`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpConfig {
@@ -30,6 +33,9 @@ pub struct UpConfig {
     pub admin_listen: SocketAddr,
     /// The operator this platform belongs to.
     pub operator: Option<mecfed_core::OperatorId>,
+    /// The operator's OAuth client secret (`<data-dir>/operator.secret`), created on first
+    /// start; `mecfed ctl` reads it from there by default.
+    pub operator_secret_file: PathBuf,
 }
 
 /// Why the configuration is unusable.
@@ -114,6 +120,7 @@ impl UpArgs {
             .data_dir
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let operator_secret_file = data_dir.join(OPERATOR_SECRET_FILE);
         let store = self
             .store
             .or(file_store)
@@ -147,6 +154,7 @@ impl UpArgs {
             listen,
             admin_listen,
             operator,
+            operator_secret_file,
         })
     }
 }

@@ -4,17 +4,81 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use mecfed_api::sites::JoinTokenCreated;
-use mecfed_core::{App, Instance, Placement, PlacementPolicy, Site};
+use mecfed_api::{
+    auth::{DeveloperCreated, DeveloperView},
+    camara::eam::EdgeCloudZone,
+};
+use mecfed_core::{App, Instance, Placement, PlacementPolicy, Site, Ue};
 use mecfed_scheduler::{Explanation, Unmet};
 use serde_json::json;
 
-use crate::cli::{AppsCommand, CtlArgs, CtlCommand, JoinTokenCommand, OutputFormat};
+use crate::cli::{
+    AppsCommand, CtlArgs, CtlCommand, DevelopersCommand, JoinTokenCommand, OutputFormat, UesCommand,
+};
+
+/// An access token for the configured client, from the platform's token endpoint.
+async fn access_token(
+    client: &reqwest::Client,
+    base: &str,
+    args: &CtlArgs,
+) -> anyhow::Result<String> {
+    let secret = match &args.client_secret {
+        Some(s) => s.clone(),
+        None => std::fs::read_to_string(&args.client_secret_file)
+            .with_context(|| {
+                format!(
+                    "cannot read the client secret from {} (give --client-secret or \
+                     --client-secret-file; `mecfed up` writes the operator's into its data \
+                     directory)",
+                    args.client_secret_file.display()
+                )
+            })?
+            .trim()
+            .to_string(),
+    };
+    let resp = client
+        .post(format!("{base}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", args.client_id.as_str()),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        bail!(
+            "the token endpoint refused client {}: {} ({})",
+            args.client_id,
+            body["error_description"]
+                .as_str()
+                .unwrap_or("no description"),
+            body["error"].as_str().unwrap_or("error")
+        );
+    }
+    body["access_token"]
+        .as_str()
+        .map(String::from)
+        .context("the token endpoint answered without an access_token")
+}
 
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+    let base = args.server.trim_end_matches('/').to_string();
+    let plain = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?;
-    let base = args.server.trim_end_matches('/').to_string();
+    let token = access_token(&plain, &base, &args).await?;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?,
+    );
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .default_headers(headers)
+        .build()?;
     let mut out = std::io::stdout().lock();
     match &args.command {
         CtlCommand::Sites => {
@@ -168,6 +232,71 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )?,
             }
         }
+        CtlCommand::Developers(cmd) => {
+            developers(&client, &base, cmd, args.output, &mut out).await?
+        }
+        CtlCommand::Zones => {
+            let zones: Vec<EdgeCloudZone> = get_json(
+                &client,
+                &format!("{base}{}/edge-cloud-zones", mecfed_api::camara::EAM_ROOT),
+            )
+            .await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&zones)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &["ZONE", "STATUS", "PROVIDER", "REGION", "ID"],
+                    zones
+                        .iter()
+                        .map(|z| {
+                            vec![
+                                z.edge_cloud_zone_name.clone(),
+                                z.edge_cloud_zone_status.clone(),
+                                z.edge_cloud_provider.clone(),
+                                z.edge_cloud_region.clone(),
+                                z.edge_cloud_zone_id.clone(),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Ues(UesCommand::List) => {
+            let ues: Vec<Ue> = get_json(&client, &format!("{base}/mecfed/v1/ues")).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&ues)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &["UE", "PHONE", "IPV4", "ACCESS POINT", "OPERATOR"],
+                    ues.iter()
+                        .map(|u| {
+                            let a = u.attachment.as_ref();
+                            vec![
+                                u.id.to_string(),
+                                u.identity.phone_number.clone().unwrap_or_default(),
+                                u.identity
+                                    .ipv4_address
+                                    .map(|i| i.to_string())
+                                    .unwrap_or_default(),
+                                a.map(|a| a.access_point.clone()).unwrap_or_default(),
+                                a.map(|a| a.operator.to_string()).unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Ues(UesCommand::Apply { file }) => {
+            let ue: Ue = read_json(file)?;
+            let resp = client
+                .put(format!("{base}/mecfed/v1/ues/{}", ue.id))
+                .json(&ue)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let ue: Ue = decode(resp).await?;
+            writeln!(out, "ue {} applied", ue.id)?;
+        }
         CtlCommand::Explain { app } => {
             let e: Explanation =
                 get_json(&client, &format!("{base}/mecfed/v1/apps/{app}/explain")).await?;
@@ -175,6 +304,101 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&e)?)?,
                 OutputFormat::Table => write_explanation(&mut out, &e)?,
             }
+        }
+    }
+    Ok(())
+}
+
+async fn developers(
+    client: &reqwest::Client,
+    base: &str,
+    cmd: &DevelopersCommand,
+    output: OutputFormat,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let created = |out: &mut dyn Write, c: &DeveloperCreated| -> anyhow::Result<()> {
+        match output {
+            OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(c)?)?,
+            OutputFormat::Table => {
+                writeln!(out, "client_id:     {}", c.client_id)?;
+                writeln!(out, "client_secret: {}", c.client_secret)?;
+                writeln!(out, "(the secret is shown once; store it now)")?;
+            }
+        }
+        Ok(())
+    };
+    match cmd {
+        DevelopersCommand::List => {
+            let list: Vec<DeveloperView> =
+                get_json(client, &format!("{base}/mecfed/v1/developers")).await?;
+            match output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+                OutputFormat::Table => write_table(
+                    out,
+                    &[
+                        "DEVELOPER",
+                        "CLIENT ID",
+                        "APP PROVIDER",
+                        "RATE",
+                        "DESCRIPTION",
+                    ],
+                    list.iter()
+                        .map(|d| {
+                            vec![
+                                d.id.to_string(),
+                                d.client_id.clone(),
+                                d.app_provider.clone(),
+                                format!(
+                                    "{}/s burst {}",
+                                    d.rate_limit.per_second, d.rate_limit.burst
+                                ),
+                                d.description.clone(),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        DevelopersCommand::Create {
+            id,
+            app_provider,
+            description,
+            rate,
+            burst,
+        } => {
+            let mut body =
+                json!({"id": id, "appProvider": app_provider, "description": description});
+            if rate.is_some() || burst.is_some() {
+                let per_second = rate.unwrap_or(50);
+                body["rateLimit"] =
+                    json!({"perSecond": per_second, "burst": burst.unwrap_or(per_second * 2)});
+            }
+            let resp = client
+                .post(format!("{base}/mecfed/v1/developers"))
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let c: DeveloperCreated = decode(resp).await?;
+            created(out, &c)?;
+        }
+        DevelopersCommand::RotateSecret { id } => {
+            let resp = client
+                .post(format!("{base}/mecfed/v1/developers/{id}/secret"))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            let c: DeveloperCreated = decode(resp).await?;
+            created(out, &c)?;
+        }
+        DevelopersCommand::Delete { id } => {
+            let resp = client
+                .delete(format!("{base}/mecfed/v1/developers/{id}"))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            body_or_problem(resp).await?;
+            writeln!(out, "developer {id} deleted")?;
         }
     }
     Ok(())

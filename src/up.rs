@@ -11,6 +11,37 @@ use tokio::net::TcpListener;
 
 use crate::config::UpConfig;
 
+/// The operator's client secret from `path`, created (mode 0600) with a random secret when
+/// the file does not exist yet.
+fn operator_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => anyhow::bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    let secret = hex::encode(bytes);
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    tracing::info!(file = %path.display(), "created the operator's client secret");
+    Ok(secret)
+}
+
 /// How long in-flight requests get after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -36,6 +67,13 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
 
     let mut api_state = ApiState::new(store.clone(), HttpMetrics::register(&registry, "api")?);
     api_state.home_operator = config.operator.clone();
+    api_state.auth = mecfed_api::Auth::load_or_create(&api_state.store)
+        .await
+        .context("loading the token signing key")?;
+    let secret = operator_secret(&config.operator_secret_file)?;
+    mecfed_api::auth::ensure_operator_secret(&api_state.store, &secret)
+        .await
+        .context("registering the operator's client secret")?;
     let api = router(api_state);
     let controller = Controller::new(
         store.clone(),

@@ -3,28 +3,46 @@
 //! them with `oneshot` and only end-to-end tests bind ports.
 //!
 //! Architecture Invariant: this is the only crate that knows about axum (and, later, tonic).
-//! Errors leave it as RFC 7807 `ProblemDetails` (`application/problem+json`).
+//! Errors leave it as RFC 7807 `ProblemDetails` (`application/problem+json`) on the ETSI MEC
+//! and mecfed APIs and as CAMARA `ErrorInfo` on the CAMARA APIs.
+//!
+//! Every request is authorised ([`auth`]): agents with their join token or site credential,
+//! everyone else with a bearer access token from `POST /oauth2/token`. Only the version, the
+//! token endpoint and its discovery documents are open.
 
 mod admin;
 mod apps;
+pub mod auth;
+pub mod camara;
 mod error;
 mod metrics;
 mod problem;
 pub mod sites;
+mod ues;
+mod util;
 
 use std::time::Duration;
 
 use axum::{
-    Json, Router, middleware,
+    Json, Router,
+    extract::{DefaultBodyLimit, Request, State},
+    http::{HeaderMap, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use mecfed_store::{Store, typed::Typed};
 use serde::Serialize;
 
 pub use admin::{AdminState, ReadyProbe, admin_router, instance_logs_router};
+pub use apps::AppRuntime;
+pub use auth::{Auth, Principal, RateLimiter};
 pub use error::ApiError;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;
+
+/// Largest request body accepted (413 above it).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Default TTL of a site's lease: a site whose agent stops is NotReady within it.
 pub const DEFAULT_SITE_LEASE_TTL: Duration = Duration::from_secs(10);
@@ -40,16 +58,23 @@ pub struct ApiState<S> {
     pub site_lease_ttl: Duration,
     /// The operator this platform belongs to (scores its sites first in explanations).
     pub home_operator: Option<mecfed_core::OperatorId>,
+    /// Signs and verifies access tokens.
+    pub auth: Auth,
+    /// Per-client request rates.
+    pub rate_limiter: RateLimiter,
 }
 
 impl<S: Store> ApiState<S> {
-    /// State over `store` with default settings.
+    /// State over `store` with default settings and an in-memory signing key (tests; `up`
+    /// uses the store's key, [`Auth::load_or_create`]).
     pub fn new(store: S, http_metrics: HttpMetrics) -> Self {
         Self {
             store: Typed::new(store),
             http_metrics,
             site_lease_ttl: DEFAULT_SITE_LEASE_TTL,
             home_operator: None,
+            auth: Auth::ephemeral(),
+            rate_limiter: RateLimiter::default(),
         }
     }
 }
@@ -74,8 +99,52 @@ async fn version() -> Json<VersionInfo> {
     Json(VERSION)
 }
 
-async fn not_found() -> ProblemDetails {
-    ProblemDetails::not_found("no such resource")
+async fn not_found(req: Request) -> Response {
+    let e = ApiError::NotFound("no such resource".into());
+    if camara::is_camara_path(req.uri().path()) {
+        camara::CamaraError::from(e).into_response()
+    } else {
+        e.into_response()
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Authenticates the bearer access token, applies the client's rate limit and hands the
+/// [`Principal`] to the handler.
+async fn authenticate<S: Store>(
+    State(st): State<ApiState<S>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let camara = camara::is_camara_path(req.uri().path());
+    let fail = |e: ApiError| {
+        if camara {
+            camara::CamaraError::from(e).into_response()
+        } else {
+            e.into_response()
+        }
+    };
+    let Some(token) = bearer(req.headers()) else {
+        return fail(ApiError::Unauthorized(auth::AuthError::Missing.to_string()));
+    };
+    let principal = match st.auth.verify(token) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = ?e, "access token refused");
+            return fail(ApiError::Unauthorized(e.to_string()));
+        }
+    };
+    if let Err(wait) = st.rate_limiter.check(&principal.client_id, principal.rate) {
+        return fail(ApiError::TooManyRequests(wait));
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests
@@ -93,14 +162,17 @@ pub async fn serve(
 /// The REST router served on the API listener.
 pub fn router<S: Store>(state: ApiState<S>) -> Router {
     let metrics = state.http_metrics.clone();
-    Router::new()
+    // Open: the version, the token endpoint and its discovery documents.
+    let open = Router::new()
         .route("/mecfed/v1/version", get(version))
+        .route("/oauth2/token", post(auth::issue_token::<S>))
         .route(
-            "/mecfed/v1/join-tokens",
-            post(sites::create_join_token::<S>),
+            "/.well-known/openid-configuration",
+            get(auth::openid_configuration::<S>),
         )
-        .route("/mecfed/v1/sites", get(sites::list_sites::<S>))
-        .route("/mecfed/v1/sites/{site_id}", get(sites::get_site::<S>))
+        .route("/.well-known/jwks.json", get(auth::jwks::<S>));
+    // Site agents: their join token or site credential, checked by the handlers.
+    let agents = Router::new()
         .route("/mecfed/v1/sites/{site_id}/join", post(sites::join::<S>))
         .route(
             "/mecfed/v1/sites/{site_id}/heartbeat",
@@ -113,6 +185,34 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .route(
             "/mecfed/v1/sites/{site_id}/instances/{instance_id}",
             put(sites::report_instance::<S>).delete(sites::forget_instance::<S>),
+        );
+    // Everything else: a bearer access token.
+    let eam = camara::EAM_ROOT;
+    let authenticated = Router::new()
+        .route(
+            "/mecfed/v1/join-tokens",
+            post(sites::create_join_token::<S>),
+        )
+        .route("/mecfed/v1/sites", get(sites::list_sites::<S>))
+        .route("/mecfed/v1/sites/{site_id}", get(sites::get_site::<S>))
+        .route(
+            "/mecfed/v1/developers",
+            get(auth::list_developers::<S>).post(auth::create_developer::<S>),
+        )
+        .route(
+            "/mecfed/v1/developers/{developer_id}",
+            get(auth::get_developer::<S>).delete(auth::delete_developer::<S>),
+        )
+        .route(
+            "/mecfed/v1/developers/{developer_id}/secret",
+            post(auth::rotate_secret::<S>),
+        )
+        .route("/mecfed/v1/ues", get(ues::list_ues::<S>))
+        .route(
+            "/mecfed/v1/ues/{ue_id}",
+            get(ues::get_ue::<S>)
+                .put(ues::put_ue::<S>)
+                .delete(ues::delete_ue::<S>),
         )
         .route("/mecfed/v1/instances", get(sites::list_instances::<S>))
         .route("/mecfed/v1/apps", get(apps::list_apps::<S>))
@@ -136,9 +236,45 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         )
         .route("/mecfed/v1/placements", get(apps::list_placements::<S>))
         .route(
+            "/mecfed/v1/apps/{app_id}/qos",
+            get(apps::get_qos::<S>).put(apps::put_qos::<S>),
+        )
+        .route(
+            "/mecfed/v1/apps/{app_id}/runtime",
+            get(apps::get_runtime::<S>).put(apps::put_runtime::<S>),
+        )
+        .route(
             "/mecfed/v1/instances/{instance_id}/logs",
             get(sites::instance_logs::<S>),
         )
+        .route(
+            &format!("{eam}/apps"),
+            get(camara::eam::list_apps::<S>).post(camara::eam::submit_app::<S>),
+        )
+        .route(
+            &format!("{eam}/apps/{{app_id}}"),
+            get(camara::eam::get_app::<S>).delete(camara::eam::delete_app::<S>),
+        )
+        .route(
+            &format!("{eam}/edge-cloud-zones"),
+            get(camara::eam::list_zones::<S>),
+        )
+        .route(
+            &format!("{eam}/clusters"),
+            get(camara::eam::list_clusters::<S>),
+        )
+        .route(
+            &format!("{}/retrieve-closest-edge-cloud-zone", camara::SED_ROOT),
+            post(camara::sed::retrieve_closest::<S>),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate::<S>,
+        ));
+    Router::new()
+        .merge(open)
+        .merge(agents)
+        .merge(authenticated)
         .with_state(state)
         .fallback(not_found)
         .method_not_allowed_fallback(|| async {
@@ -147,7 +283,18 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
                 "method not allowed on this resource",
             )
         })
+        .layer(middleware::from_fn(camara_correlator))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// `x-correlator` handling on CAMARA paths only.
+async fn camara_correlator(req: Request, next: Next) -> Response {
+    if camara::is_camara_path(req.uri().path()) {
+        camara::correlator(req, next).await
+    } else {
+        next.run(req).await
+    }
 }
 
 #[cfg(test)]

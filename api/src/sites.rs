@@ -6,13 +6,10 @@
 //! an agent stops, the record vanishes with the lease and the site reads NotReady within the
 //! lease TTL, with no controller involved.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashSet, time::Duration};
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::{FromRequest, Path, State},
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
@@ -24,11 +21,13 @@ use mecfed_store::{
     LeaseId, Store, StoreError,
     typed::{Resource, TypedError},
 };
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::{ApiError, ApiState};
+use crate::{
+    ApiError, ApiState,
+    auth::{Principal, scopes},
+    util::{now_unix, random_hex, sha256_hex},
+};
 
 /// Default lifetime of a join token.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -138,22 +137,6 @@ pub struct HeartbeatResponse {
     pub ttl_seconds: u64,
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::rng().fill_bytes(&mut buf);
-    hex::encode(buf)
-}
-
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     headers
         .get(header::AUTHORIZATION)
@@ -172,8 +155,10 @@ fn site_id(raw: &str) -> Result<SiteId, ApiError> {
 
 pub(crate) async fn create_join_token<S: Store>(
     State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
+    p.require(scopes::ADMIN)?;
     // An empty body means all defaults.
     let req: CreateJoinToken = if body.iter().all(u8::is_ascii_whitespace) {
         CreateJoinToken::default()
@@ -405,15 +390,26 @@ pub(crate) struct LogQuery {
 /// Fetches an instance's log from the agent of its site.
 pub(crate) async fn instance_logs<S: Store>(
     State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
     Path(raw): Path<String>,
     axum::extract::Query(q): axum::extract::Query<LogQuery>,
 ) -> Result<axum::response::Response, ApiError> {
+    if !p.has(scopes::ADMIN) {
+        p.require(scopes::APPS)?;
+    }
     let id = InstanceId::new(raw)?;
+    let not_found = || ApiError::NotFound(format!("instance {id} not found"));
     let instance = st
         .store
         .get::<Instance>(id.as_str())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("instance {id} not found")))?;
+        .ok_or_else(not_found)?;
+    if !p.is_operator() {
+        let app = st.store.get::<App>(instance.value.app.as_str()).await?;
+        if !app.is_some_and(|a| p.owns(&a.value.developer, &a.value.id)) {
+            return Err(not_found());
+        }
+    }
     let site = st
         .store
         .get::<Site>(instance.value.site.as_str())
@@ -445,11 +441,27 @@ pub(crate) async fn instance_logs<S: Store>(
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response())
 }
 
+/// Instances: all of them for the operator, a developer's own for a developer.
 pub(crate) async fn list_instances<S: Store>(
     State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
 ) -> Result<Json<Vec<Instance>>, ApiError> {
+    if !p.has(scopes::ADMIN) {
+        p.require(scopes::APPS)?;
+    }
     let (all, _) = st.store.list::<Instance>().await?;
-    Ok(Json(all.into_iter().map(|v| v.value).collect()))
+    let all = all.into_iter().map(|v| v.value);
+    if p.is_operator() {
+        return Ok(Json(all.collect()));
+    }
+    let (apps, _) = st.store.list::<App>().await?;
+    let mine: HashSet<AppId> = apps
+        .into_iter()
+        .map(|a| a.value)
+        .filter(|a| p.owns(&a.developer, &a.id))
+        .map(|a| a.id)
+        .collect();
+    Ok(Json(all.filter(|i| mine.contains(&i.app)).collect()))
 }
 
 pub(crate) async fn heartbeat<S: Store>(
@@ -489,27 +501,36 @@ pub(crate) async fn heartbeat<S: Store>(
     }))
 }
 
+/// Every site, with its status as its lease says.
+pub(crate) async fn sites_with_status<S: Store>(
+    store: &mecfed_store::typed::Typed<S>,
+) -> Result<Vec<Site>, ApiError> {
+    let (sites, _) = store.list::<Site>().await?;
+    let (live, _) = store.list::<SiteLease>().await?;
+    let live: HashSet<SiteId> = live.into_iter().map(|l| l.value.site).collect();
+    Ok(sites
+        .into_iter()
+        .map(|v| {
+            let ready = live.contains(&v.value.id);
+            with_status(v.value, ready)
+        })
+        .collect())
+}
+
 pub(crate) async fn list_sites<S: Store>(
     State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
 ) -> Result<Json<Vec<Site>>, ApiError> {
-    let (sites, _) = st.store.list::<Site>().await?;
-    let (live, _) = st.store.list::<SiteLease>().await?;
-    let live: HashSet<SiteId> = live.into_iter().map(|l| l.value.site).collect();
-    Ok(Json(
-        sites
-            .into_iter()
-            .map(|v| {
-                let ready = live.contains(&v.value.id);
-                with_status(v.value, ready)
-            })
-            .collect(),
-    ))
+    p.require(scopes::ADMIN)?;
+    Ok(Json(sites_with_status(&st.store).await?))
 }
 
 pub(crate) async fn get_site<S: Store>(
     State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
     Path(raw): Path<String>,
 ) -> Result<Json<Site>, ApiError> {
+    p.require(scopes::ADMIN)?;
     let id = site_id(&raw)?;
     let site = st
         .store

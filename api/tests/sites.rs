@@ -37,7 +37,9 @@ async fn join_heartbeat_and_readiness() {
     let lease = join["leaseId"].as_i64().unwrap();
     let cred = join["siteCredential"].as_str().unwrap().to_string();
 
-    let (s, list) = api.call("GET", "/mecfed/v1/sites", None, None).await;
+    let (s, list) = api
+        .call("GET", "/mecfed/v1/sites", Some(&api.admin), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["status"], "Ready");
@@ -50,7 +52,9 @@ async fn join_heartbeat_and_readiness() {
         .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["ttlSeconds"], 10);
-    let (_, one) = api.call("GET", "/mecfed/v1/sites/s1", None, None).await;
+    let (_, one) = api
+        .call("GET", "/mecfed/v1/sites/s1", Some(&api.admin), None)
+        .await;
     assert_eq!(one["usage"]["cpuMillicores"], 1500);
     assert_eq!(one["status"], "Ready");
 
@@ -63,7 +67,9 @@ async fn join_heartbeat_and_readiness() {
 
     // The lease ending (as on expiry) makes the site NotReady; heartbeats say "join again".
     api.store.lease_revoke(lease).await.unwrap();
-    let (_, one) = api.call("GET", "/mecfed/v1/sites/s1", None, None).await;
+    let (_, one) = api
+        .call("GET", "/mecfed/v1/sites/s1", Some(&api.admin), None)
+        .await;
     assert_eq!(one["status"], "NotReady");
     let (s, v) = api
         .call(
@@ -79,7 +85,9 @@ async fn join_heartbeat_and_readiness() {
     // Rejoining brings it back.
     let (s, _) = api.call("POST", JOIN, Some(&token), Some(site("s1"))).await;
     assert_eq!(s, 200);
-    let (_, one) = api.call("GET", "/mecfed/v1/sites/s1", None, None).await;
+    let (_, one) = api
+        .call("GET", "/mecfed/v1/sites/s1", Some(&api.admin), None)
+        .await;
     assert_eq!(one["status"], "Ready");
 }
 
@@ -127,7 +135,9 @@ async fn join_refuses_bad_tokens_and_bad_sites_and_stores_nothing() {
         )
         .await;
     assert_eq!(s, 400);
-    let (s, list) = api.call("GET", "/mecfed/v1/sites", None, None).await;
+    let (s, list) = api
+        .call("GET", "/mecfed/v1/sites", Some(&api.admin), None)
+        .await;
     assert_eq!(s, 200);
     assert_eq!(list, json!([]), "no refused join stored anything");
     let typed = Typed::new(api.store.clone());
@@ -141,7 +151,7 @@ async fn join_tokens_and_lookups_validate() {
         .call(
             "POST",
             "/mecfed/v1/join-tokens",
-            None,
+            Some(&api.admin),
             Some(json!({"ttlSeconds": 0})),
         )
         .await;
@@ -151,20 +161,25 @@ async fn join_tokens_and_lookups_validate() {
         .call(
             "POST",
             "/mecfed/v1/join-tokens",
-            None,
+            Some(&api.admin),
             Some(json!({"colour": "red"})),
         )
         .await;
     assert_eq!(s, 400);
     let body = json!({"ttlSeconds": 60, "description": "cork edge"});
     let (s, v) = api
-        .call("POST", "/mecfed/v1/join-tokens", None, Some(body))
+        .call(
+            "POST",
+            "/mecfed/v1/join-tokens",
+            Some(&api.admin),
+            Some(body),
+        )
         .await;
     assert_eq!(s, 201);
     let token = v["token"].as_str().unwrap();
     assert!(token.starts_with(v["id"].as_str().unwrap()));
     let (s, _) = api
-        .call("GET", "/mecfed/v1/sites/nowhere", None, None)
+        .call("GET", "/mecfed/v1/sites/nowhere", Some(&api.admin), None)
         .await;
     assert_eq!(s, 404);
     let hb = json!({"leaseId": 1});
@@ -222,6 +237,7 @@ async fn assignments_follow_placements_and_agents_report_instances() {
         },
         load: None,
         stateful: true,
+        zones: None,
     };
     typed.put(&app).await.unwrap();
     for (site, replicas) in [("s1", 2), ("s2", 1)] {
@@ -260,7 +276,9 @@ async fn assignments_follow_placements_and_agents_report_instances() {
     let bad = json!({"app": "arena", "state": "Dancing"});
     let (s, _) = api.call("PUT", inst, Some(&cred), Some(bad)).await;
     assert_eq!(s, 400);
-    let (_, list) = api.call("GET", "/mecfed/v1/instances", None, None).await;
+    let (_, list) = api
+        .call("GET", "/mecfed/v1/instances", Some(&api.admin), None)
+        .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["site"], "s1");
     assert_eq!(list[0]["state"], "Ready");
@@ -269,6 +287,8 @@ async fn assignments_follow_placements_and_agents_report_instances() {
     assert_eq!(s, 204);
     let (s, _) = api.call("DELETE", inst, Some(&cred), None).await;
     assert_eq!(s, 204, "idempotent");
-    let (_, list) = api.call("GET", "/mecfed/v1/instances", None, None).await;
+    let (_, list) = api
+        .call("GET", "/mecfed/v1/instances", Some(&api.admin), None)
+        .await;
     assert_eq!(list, json!([]));
 }

@@ -3,7 +3,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AppId, DeveloperId, GeoPoint, InstanceId, Resources, SiteId, ValidationError, error::ensure,
+    AppId, DeveloperId, GeoPoint, InstanceId, Resources, SiteId, ValidationError, ZoneId,
+    error::ensure,
 };
 
 /// What to run for an instance.
@@ -220,6 +221,11 @@ pub struct App {
     /// Whether sessions carry state that must move on relocation.
     #[serde(default)]
     pub stateful: bool,
+    /// The edge cloud zones the app is deployed to (CAMARA deployments and instances): the
+    /// scheduler places it only there, and not at all while the list is empty. Left out, the
+    /// scheduler places it wherever its QoS and policy allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<ZoneId>>,
 }
 
 impl App {
@@ -430,6 +436,7 @@ mod tests {
             },
             load: None,
             stateful: true,
+            zones: None,
         }
     }
 

@@ -2,7 +2,10 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AppId, InstanceId, SessionId, UeId, ValidationError, error::ensure};
+use crate::{
+    AccessKind, AppId, GeoPoint, InstanceId, OperatorId, SessionId, UeId, ValidationError,
+    error::ensure,
+};
 
 /// How the network identifies a UE (CAMARA `Device`): at least one of these.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,21 +53,55 @@ impl UeIdentity {
     }
 }
 
-/// A UE known to the platform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a UE is attached to the network: the cell or Wi-Fi access point serving it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Attachment {
+    /// Radio or line the UE is on.
+    pub access: AccessKind,
+    /// Cell id (e.g. an NR cell identity) or Wi-Fi AP id (BSSID).
+    pub access_point: String,
+    /// Operator whose network the UE is on.
+    pub operator: OperatorId,
+    /// Where the access point is.
+    pub location: GeoPoint,
+}
+
+/// A UE known to the platform, with its current network context.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Ue {
     /// Platform id.
     pub id: UeId,
     /// Network identities.
     pub identity: UeIdentity,
+    /// Current attachment, while attached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
 }
 
 impl Ue {
-    /// A validated UE.
+    /// A validated UE, not attached.
     pub fn new(id: UeId, identity: UeIdentity) -> Result<Self, ValidationError> {
         identity.validate()?;
-        Ok(Self { id, identity })
+        Ok(Self {
+            id,
+            identity,
+            attachment: None,
+        })
+    }
+
+    /// Checks the invariants serde cannot.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        self.identity.validate()?;
+        if let Some(a) = &self.attachment {
+            ensure(
+                !a.access_point.is_empty() && a.access_point.len() <= 128,
+                "attachment.accessPoint",
+                "must have 1 to 128 characters",
+            )?;
+        }
+        Ok(())
     }
 }
 

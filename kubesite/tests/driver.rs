@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 struct Platform {
     url: String,
     typed: Typed<EmbeddedStore>,
+    /// An operator access token.
+    admin: String,
     _dir: tempfile::TempDir,
 }
 
@@ -29,14 +31,13 @@ async fn platform() -> Platform {
     let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        listener,
-        router(ApiState::new(store.clone(), metrics)),
-        std::future::pending(),
-    ));
+    let state = ApiState::new(store.clone(), metrics);
+    let (admin, _) = state.auth.issue(&mecfed_api::Principal::operator());
+    tokio::spawn(serve(listener, router(state), std::future::pending()));
     Platform {
         url,
         typed: Typed::new(store),
+        admin,
         _dir: dir,
     }
 }
@@ -47,6 +48,7 @@ impl Platform {
         let http = reqwest::Client::new();
         let token: Value = http
             .post(format!("{}/mecfed/v1/join-tokens", self.url))
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap()

@@ -76,10 +76,12 @@ pub enum Reason {
     CannotHoldDuplicate,
     /// Feasible, but the demand was met by better sites or earlier affinity groups.
     NotNeeded,
+    /// The site's zone is not one the app is deployed to.
+    ZoneNotDeployed,
 }
 
 impl Reason {
-    const ALL: [Reason; 16] = [
+    const ALL: [Reason; 17] = [
         Self::NotReady,
         Self::Tainted,
         Self::OutsideAffinity,
@@ -96,6 +98,7 @@ impl Reason {
         Self::SpreadMaxGroups,
         Self::CannotHoldDuplicate,
         Self::NotNeeded,
+        Self::ZoneNotDeployed,
     ];
 
     const fn bit(self) -> u32 {
@@ -122,6 +125,7 @@ impl fmt::Display for Reason {
             Self::SpreadMaxGroups => "beyond the spread constraint's maximum groups",
             Self::CannotHoldDuplicate => "cannot hold the full duplicated count",
             Self::NotNeeded => "feasible, not needed: demand met by better sites",
+            Self::ZoneNotDeployed => "zone not among the app's deployed zones",
         })
     }
 }
@@ -304,6 +308,10 @@ impl Scheduler {
         app: &App,
         policy: &PlacementPolicy,
     ) -> (Decision, Vec<Rejection>) {
+        if app.zones.as_ref().is_some_and(Vec::is_empty) {
+            // Onboarded, not deployed anywhere yet: nothing wanted, nothing unmet.
+            return (Decision::default(), Vec::new());
+        }
         let mut run = Run::new(self, snap, app, policy);
         run.filter_and_score();
         run.place();
@@ -679,6 +687,11 @@ impl<'a> Run<'a> {
                 continue;
             }
             let mut reasons = Reasons::default();
+            if let Some(zones) = &app.zones
+                && !zones.contains(&snap.infos[i].zone)
+            {
+                reasons.add(Reason::ZoneNotDeployed);
+            }
             let mut keep_only = false;
             let own = self.rec.map_or(Resources::ZERO, |r| r.reserved(idx));
             cand.current = self.rec.map_or(0, |r| r.current(idx));

@@ -63,6 +63,7 @@ fn app(i: usize) -> App {
         },
         load: None,
         stateful: false,
+        zones: None,
     }
 }
 

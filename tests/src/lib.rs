@@ -123,13 +123,75 @@ impl Drop for Proc {
     }
 }
 
-/// GET `url`; returns status and body.
-pub async fn get(url: &str) -> Result<(u16, String)> {
+/// Operator credentials of the platforms a test started: server URL -> (secret file, token).
+fn credentials() -> &'static std::sync::Mutex<Vec<(String, PathBuf, String)>> {
+    static C: OnceLock<std::sync::Mutex<Vec<(String, PathBuf, String)>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// Gets an operator access token from the platform at `server`, whose `mecfed up` keeps its
+/// data in `data_dir` (where it wrote the operator's client secret). Afterwards [`get`] calls
+/// to that server carry the token and [`ctl`] commands for it use the secret.
+pub async fn authorize(server: &str, data_dir: &Path) -> Result<String> {
+    let file = data_dir.join("operator.secret");
+    let secret =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let resp = reqwest::Client::new()
-        .get(url)
+        .post(format!("{server}/oauth2/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "operator"),
+            ("client_secret", secret.trim()),
+        ])
         .timeout(Duration::from_secs(5))
         .send()
         .await?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("token endpoint: {status}: {body}");
+    }
+    let token = body["access_token"]
+        .as_str()
+        .context("no access_token")?
+        .to_string();
+    let mut c = credentials().lock().unwrap();
+    c.retain(|(s, _, _)| s != server);
+    c.push((server.to_string(), file, token.clone()));
+    Ok(token)
+}
+
+/// `mecfed ctl --server <server>`, with the operator's secret of that server.
+pub fn ctl(server: &str) -> Command {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.args(["ctl", "--server", server]);
+    if let Some((_, file, _)) = credentials()
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(s, _, _)| s == server)
+    {
+        cmd.env("MECFED_CLIENT_SECRET_FILE", file);
+    }
+    cmd
+}
+
+/// GET `url` (with the operator's token where [`authorize`] got one for its server);
+/// returns status and body.
+pub async fn get(url: &str) -> Result<(u16, String)> {
+    let token = credentials()
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(s, _, _)| url.starts_with(s.as_str()))
+        .map(|(_, _, t)| t.clone());
+    let mut req = reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(5));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await?;
     let status = resp.status().as_u16();
     Ok((status, resp.text().await?))
 }
@@ -255,5 +317,6 @@ pub fn arena_app(
             demand_areas,
         },
         stateful: true,
+        zones: None,
     }
 }

@@ -18,11 +18,13 @@ use mecfed_store::{EtcdStore, testing::EtcdProcess, typed::Typed};
 
 const START: Duration = Duration::from_secs(60);
 
-fn up(etcd: &str, api: u16, admin: u16) -> Proc {
+fn up(etcd: &str, data: &std::path::Path, api: u16, admin: u16) -> Proc {
     let mut cmd = Command::new(mecfed_bin());
     // All interfaces: the sites in namespaces reach the platform over their veth links.
     cmd.arg("up")
         .args(["--store", etcd])
+        .arg("--data-dir")
+        .arg(data)
         .args(["--listen", &format!("0.0.0.0:{api}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
     Proc::spawn("mecfed up", &mut cmd).unwrap()
@@ -127,11 +129,15 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
     let (api, admin) = (free_port(), free_port());
     let server = format!("http://127.0.0.1:{api}");
     let ready = format!("http://127.0.0.1:{admin}/ready");
-    let mut platform = up(&store_url, api, admin);
+    let platform_data = dir.path().join("platform");
+    let mut platform = up(&store_url, &platform_data, api, admin);
     wait_for_status(&ready, 200, START).await.unwrap();
+    mecfed_e2e::authorize(&server, &platform_data)
+        .await
+        .unwrap();
 
-    let out = Command::new(mecfed_bin())
-        .args(["ctl", "--server", &server, "join-token", "create"])
+    let out = mecfed_e2e::ctl(&server)
+        .args(["join-token", "create"])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -177,11 +183,7 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
     }
     // Operators see them, and their logs, through the platform.
     let ctl = |args: &[&str]| {
-        let out = Command::new(mecfed_bin())
-            .args(["ctl", "--server", &server])
-            .args(args)
-            .output()
-            .unwrap();
+        let out = mecfed_e2e::ctl(&server).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -221,7 +223,7 @@ async fn instances_run_survive_a_platform_outage_and_sites_fail_visibly() {
         );
         assert!(ping(i.endpoint.as_deref().unwrap()).await);
     }
-    let _platform = up(&store_url, api, admin);
+    let _platform = up(&store_url, &platform_data, api, admin);
     wait_for_status(&ready, 200, START).await.unwrap();
     let after = wait_all_ready(&server, 3).await;
     let pids_after: BTreeMap<String, u32> = after

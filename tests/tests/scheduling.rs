@@ -50,11 +50,7 @@ fn arena_app() -> App {
 }
 
 fn ctl(server: &str, args: &[&str]) -> String {
-    let out = Command::new(mecfed_bin())
-        .args(["ctl", "--server", server])
-        .args(args)
-        .output()
-        .unwrap();
+    let out = mecfed_e2e::ctl(server).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "ctl {args:?}: {}",
@@ -138,6 +134,9 @@ async fn latency_aware_placement_fails_over_and_fails_back() {
     wait_for_status(&format!("http://127.0.0.1:{admin}/ready"), 200, START)
         .await
         .unwrap();
+    mecfed_e2e::authorize(&server, &dir.path().join("platform"))
+        .await
+        .unwrap();
     let token = ctl(&server, &["join-token", "create"]).trim().to_string();
     let data = dir.path();
     let cork_a = agent(api, &token, "cork-a", "op-a", CORK, data);
@@ -176,8 +175,8 @@ async fn latency_aware_placement_fails_over_and_fails_back() {
     )
     .unwrap();
     // A bad policy is refused with the field named, and nothing is stored.
-    let bad = Command::new(mecfed_bin())
-        .args(["ctl", "--server", &server, "policy", "arena"])
+    let bad = mecfed_e2e::ctl(&server)
+        .args(["policy", "arena"])
         .arg(&policy_file)
         .output()
         .unwrap();

@@ -23,10 +23,7 @@ fn start_up(data: &std::path::Path, api: u16, admin: u16) -> Proc {
 }
 
 fn ctl(server: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(mecfed_bin())
-        .args(["ctl", "--server", server])
-        .args(args)
-        .output()?;
+    let out = mecfed_e2e::ctl(server).args(args).output()?;
     if !out.status.success() {
         bail!(
             "mecfed ctl {args:?}: {}",
@@ -81,6 +78,9 @@ async fn agents_join_heartbeat_and_lose_readiness_when_killed() {
     let server = format!("http://127.0.0.1:{api}");
     let mut up = start_up(&dir.path().join("data"), api, admin);
     wait_for_status(&format!("http://127.0.0.1:{admin}/ready"), 200, START)
+        .await
+        .unwrap();
+    mecfed_e2e::authorize(&server, &dir.path().join("data"))
         .await
         .unwrap();
 

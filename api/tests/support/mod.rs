@@ -8,7 +8,7 @@ use axum::{
     http::{Request, header},
 };
 use http_body_util::BodyExt;
-use mecfed_api::{ApiState, HttpMetrics, router};
+use mecfed_api::{ApiState, Auth, HttpMetrics, Principal, router};
 use mecfed_store::EmbeddedStore;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -16,6 +16,10 @@ use tower::ServiceExt;
 pub struct Api {
     pub app: Router,
     pub store: EmbeddedStore,
+    /// The platform's token signer, to mint tokens for any principal.
+    pub auth: Auth,
+    /// An operator access token.
+    pub admin: String,
     _dir: tempfile::TempDir,
 }
 
@@ -23,9 +27,14 @@ pub fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
     let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
+    let state = ApiState::new(store.clone(), metrics);
+    let auth = state.auth.clone();
+    let (admin, _) = auth.issue(&Principal::operator());
     Api {
-        app: router(ApiState::new(store.clone(), metrics)),
+        app: router(state),
         store,
+        auth,
+        admin,
         _dir: dir,
     }
 }
@@ -57,10 +66,17 @@ impl Api {
             .unwrap();
         let status = resp.status().as_u16();
         if status >= 400 {
+            let camara = uri.starts_with("/edge-application-management/")
+                || uri.starts_with("/simple-edge-discovery/");
+            let want = if camara {
+                "application/json"
+            } else {
+                "application/problem+json"
+            };
             assert_eq!(
                 resp.headers()[header::CONTENT_TYPE],
-                "application/problem+json",
-                "errors are ProblemDetails"
+                want,
+                "errors are ProblemDetails (ETSI, mecfed) or ErrorInfo (CAMARA)"
             );
         }
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -74,7 +90,7 @@ impl Api {
 
     pub async fn token(&self) -> String {
         let (s, v) = self
-            .call("POST", "/mecfed/v1/join-tokens", None, None)
+            .call("POST", "/mecfed/v1/join-tokens", Some(&self.admin), None)
             .await;
         assert_eq!(s, 201, "{v}");
         v["token"].as_str().unwrap().to_string()
@@ -82,8 +98,15 @@ impl Api {
 }
 
 impl Api {
-    /// A request without credentials.
+    /// A request as the operator.
     pub async fn request(&self, method: &str, uri: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(method, uri, None, body).await
+        let admin = self.admin.clone();
+        self.call(method, uri, Some(&admin), body).await
+    }
+
+    /// A token for developer `id` with every developer scope.
+    pub fn developer_token(&self, id: &str) -> String {
+        let id = mecfed_core::DeveloperId::new(id).unwrap();
+        self.auth.issue(&Principal::developer(id)).0
     }
 }

@@ -175,6 +175,7 @@ pub fn app(i: usize, rng: &mut Rng) -> App {
         },
         load: None,
         stateful: true,
+        zones: None,
     }
 }
 

@@ -54,6 +54,7 @@ fn app(id: &str, budget: u32, areas: Vec<DemandArea>) -> App {
         },
         load: None,
         stateful: true,
+        zones: None,
     }
 }
 
@@ -107,6 +108,27 @@ fn instances_follow_demand_within_the_latency_budget() {
     assert_eq!(
         reasons_of(&snap, &rej, "mel-1"),
         vec![Reason::OutOfLatencyBudget]
+    );
+}
+
+#[test]
+fn deployed_zones_restrict_the_sites_and_none_means_no_instances() {
+    let snap = ready(vec![
+        site("cork-1", "op-a", "z-cork", CORK, BIG),
+        site("cork-2", "op-b", "z-cork-b", CORK, BIG),
+    ])
+    .build();
+    let mut a = app("arena", 11, vec![area("cork", CORK, 100)]);
+    a.zones = Some(vec![]);
+    let (d, rej) = schedule(&snap, &a, &PlacementPolicy::default());
+    assert_eq!(d, Decision::default());
+    assert!(rej.is_empty());
+    a.zones = Some(vec![ZoneId::new("z-cork-b").unwrap()]);
+    let (d, rej) = schedule(&snap, &a, &PlacementPolicy::default());
+    assert_eq!(replicas(&d), map(&[("cork-2", 2)]));
+    assert_eq!(
+        reasons_of(&snap, &rej, "cork-1"),
+        vec![Reason::ZoneNotDeployed]
     );
 }
 

@@ -1,0 +1,525 @@
+//! CAMARA Edge Application Management and Simple Edge Discovery through the router: the
+//! operations, their CAMARA errors, and tenant isolation.
+
+mod support;
+
+use mecfed_core::{
+    AccessKind, App, Attachment, GeoPoint, Instance, InstanceId, InstanceState, OperatorId,
+    Resources, Site, SiteId, Ue, UeId, UeIdentity, ZoneId,
+};
+use mecfed_store::typed::Typed;
+use serde_json::{Value, json};
+use support::api;
+
+const EAM: &str = "/edge-application-management/v0.1alpha1";
+const SED: &str = "/simple-edge-discovery/v2/retrieve-closest-edge-cloud-zone";
+
+fn manifest(name: &str, provider: &str) -> Value {
+    json!({
+        "name": name,
+        "appProvider": provider,
+        "version": "1.0.0",
+        "packageType": "CONTAINER",
+        "appRepo": {"type": "PUBLICREPO", "imagePath": "file:///opt/arena/bin/arena"},
+        "requiredResources": {"infraKind": "container", "numCPU": "500m", "memory": 256},
+        "componentSpec": [{
+            "componentName": "server",
+            "networkInterfaces": [
+                {"interfaceId": "game", "protocol": "UDP", "port": 7777,
+                 "visibilityType": "VISIBILITY_EXTERNAL"},
+                {"interfaceId": "control", "protocol": "TCP", "port": 8080,
+                 "visibilityType": "VISIBILITY_INTERNAL"}
+            ]
+        }]
+    })
+}
+
+async fn developer(api: &support::Api, id: &str, provider: &str) -> String {
+    let (s, v) = api
+        .request(
+            "POST",
+            "/mecfed/v1/developers",
+            Some(json!({"id": id, "appProvider": provider})),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    api.developer_token(id)
+}
+
+#[tokio::test]
+async fn apps_are_submitted_listed_read_and_deleted_per_tenant() {
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    let beta = developer(&api, "beta", "BetaStudios").await;
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("{EAM}/apps"),
+            Some(&alpha),
+            Some(manifest("arena", "AlphaGames")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let app_id = v["appId"].as_str().unwrap().to_string();
+    assert_eq!(uuid::Uuid::parse_str(&app_id).unwrap().get_version_num(), 4);
+
+    // The mecfed app behind it: a process with agent-allocated ports, not deployed anywhere.
+    let stored: App = serde_json::from_value(
+        api.call(
+            "GET",
+            &format!("/mecfed/v1/apps/{app_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await
+        .1,
+    )
+    .unwrap();
+    assert!(matches!(
+        stored.artefact,
+        mecfed_core::Artefact::Process { ref command, .. } if command == "/opt/arena/bin/arena"
+    ));
+    assert!(stored.ports.iter().all(|p| p.port == 0));
+    assert_eq!(stored.zones, Some(vec![]));
+    assert_eq!(stored.resources.cpu_millicores, 500);
+    assert_eq!(stored.resources.memory_bytes, 256 << 20);
+
+    let (s, list) = api
+        .call("GET", &format!("{EAM}/apps"), Some(&alpha), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["appId"], app_id.as_str());
+    let (s, one) = api
+        .call("GET", &format!("{EAM}/apps/{app_id}"), Some(&alpha), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(one["appManifest"]["name"], "arena");
+
+    // Beta: nothing to see, nothing to delete, existence not revealed.
+    let (_, list) = api
+        .call("GET", &format!("{EAM}/apps"), Some(&beta), None)
+        .await;
+    assert_eq!(list, json!([]));
+    for method in ["GET", "DELETE"] {
+        let (s, e) = api
+            .call(method, &format!("{EAM}/apps/{app_id}"), Some(&beta), None)
+            .await;
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (404, Some("NOT_FOUND")),
+            "{method}"
+        );
+    }
+    // Beta may not submit in alpha's name.
+    let (s, e) = api
+        .call(
+            "POST",
+            &format!("{EAM}/apps"),
+            Some(&beta),
+            Some(manifest("copy", "AlphaGames")),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("INVALID_TOKEN_CONTEXT"))
+    );
+    // The same name and version twice is a conflict.
+    let (s, e) = api
+        .call(
+            "POST",
+            &format!("{EAM}/apps"),
+            Some(&alpha),
+            Some(manifest("arena", "AlphaGames")),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("ALREADY_EXISTS")));
+
+    // Deleted by its owner, then gone.
+    let (s, _) = api
+        .call(
+            "DELETE",
+            &format!("{EAM}/apps/{app_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = api
+        .call("GET", &format!("{EAM}/apps/{app_id}"), Some(&alpha), None)
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("/mecfed/v1/apps/{app_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn bad_manifests_are_refused_naming_the_field_and_store_nothing() {
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"name": "x"}), 400, "missing field"),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["name"] = json!("9lives");
+                m
+            },
+            400,
+            "name",
+        ),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["requiredResources"]["numCPU"] = json!("half");
+                m
+            },
+            400,
+            "requiredResources.numCPU",
+        ),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["componentSpec"][0]["networkInterfaces"][0]["port"] = json!(0);
+                m
+            },
+            400,
+            "componentSpec.networkInterfaces.port",
+        ),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["appId"] = json!(uuid::Uuid::new_v4().to_string());
+                m
+            },
+            400,
+            "appId",
+        ),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["colour"] = json!("red");
+                m
+            },
+            400,
+            "colour",
+        ),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["packageType"] = json!("HELM");
+                m
+            },
+            501,
+            "HELM",
+        ),
+        (
+            {
+                let mut m = manifest("arena", "AlphaGames");
+                m["componentSpec"][0]["networkInterfaces"][0]["protocol"] = json!("ANY");
+                m
+            },
+            501,
+            "ANY",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let (s, e) = api
+            .call("POST", &format!("{EAM}/apps"), Some(&alpha), Some(body))
+            .await;
+        assert_eq!(s, status, "{e}");
+        assert_eq!(e["status"], status);
+        let code = if status == 400 {
+            "INVALID_ARGUMENT"
+        } else {
+            "NOT_IMPLEMENTED"
+        };
+        assert_eq!(e["code"], code);
+        assert!(e["message"].as_str().unwrap().contains(needle), "{e}");
+    }
+    let (_, list) = api
+        .call("GET", &format!("{EAM}/apps"), Some(&alpha), None)
+        .await;
+    assert_eq!(list, json!([]));
+    let (_, apps) = api.request("GET", "/mecfed/v1/apps", None).await;
+    assert_eq!(apps, json!([]));
+    // Malformed ids are 400, not 404.
+    let (s, e) = api
+        .call("GET", &format!("{EAM}/apps/not-a-uuid"), Some(&alpha), None)
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("INVALID_ARGUMENT")));
+}
+
+#[tokio::test]
+async fn camara_errors_echo_the_correlator_and_check_scopes() {
+    let api = api();
+    let (s, e) = api.call("GET", &format!("{EAM}/apps"), None, None).await;
+    assert_eq!((s, e["code"].as_str()), (401, Some("UNAUTHENTICATED")));
+    // A token without the scope.
+    let narrow = api
+        .auth
+        .issue(&mecfed_api::Principal {
+            scopes: vec!["simple-edge-discovery:read".into()],
+            ..mecfed_api::Principal::developer(mecfed_core::DeveloperId::new("alpha").unwrap())
+        })
+        .0;
+    let (s, e) = api
+        .call("GET", &format!("{EAM}/apps"), Some(&narrow), None)
+        .await;
+    assert_eq!((s, e["code"].as_str()), (403, Some("PERMISSION_DENIED")));
+
+    use axum::{body::Body, http::Request};
+    use tower::ServiceExt;
+    let send = |corr: &'static str| {
+        let app = api.app.clone();
+        let token = narrow.clone();
+        async move {
+            app.oneshot(
+                Request::builder()
+                    .uri(format!("{EAM}/edge-cloud-zones"))
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("x-correlator", corr)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let resp = send("b4333c46-49c0-4f62-80d7-f0ef930f1c46").await;
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        resp.headers()["x-correlator"],
+        "b4333c46-49c0-4f62-80d7-f0ef930f1c46"
+    );
+    let resp = send("has spaces").await;
+    assert_eq!(resp.status(), 400);
+}
+
+async fn add_site(api: &support::Api, id: &str, op: &str, zone: &str, at: (f64, f64)) {
+    let typed = Typed::new(api.store.clone());
+    let site = Site::new(
+        SiteId::new(id).unwrap(),
+        OperatorId::new(op).unwrap(),
+        "ireland",
+        ZoneId::new(zone).unwrap(),
+        GeoPoint::new(at.0, at.1).unwrap(),
+        Resources::parse("cpu=8,memory=16Gi,sessions=500").unwrap(),
+    )
+    .unwrap();
+    typed.put(&site).await.unwrap();
+    // Ready: the liveness record a heart-beating agent keeps.
+    typed
+        .put(&mecfed_api::sites::SiteLease {
+            site: site.id.clone(),
+            lease: 1,
+            credential_sha256: String::new(),
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn zones_list_the_federations_sites_by_status_and_region() {
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    add_site(&api, "cork-a", "op-a", "cork", (51.9, -8.47)).await;
+    add_site(&api, "dub-a", "op-b", "dublin", (53.35, -6.26)).await;
+    let (s, zones) = api
+        .call(
+            "GET",
+            &format!("{EAM}/edge-cloud-zones"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{zones}");
+    let names: Vec<&str> = zones
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| z["edgeCloudZoneName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cork", "dublin"]);
+    assert_eq!(zones[1]["edgeCloudProvider"], "op-b");
+    assert_eq!(zones[0]["edgeCloudZoneStatus"], "active");
+    let (_, none) = api
+        .call(
+            "GET",
+            &format!("{EAM}/edge-cloud-zones?status=inactive"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(none, json!([]));
+    let (s, e) = api
+        .call(
+            "GET",
+            &format!("{EAM}/edge-cloud-zones?status=sleepy"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("INVALID_ARGUMENT")));
+    // Edge nodes are not Kubernetes clusters.
+    let (s, clusters) = api
+        .call("GET", &format!("{EAM}/clusters"), Some(&alpha), None)
+        .await;
+    assert_eq!((s, clusters), (200, json!([])));
+}
+
+#[tokio::test]
+async fn discovery_answers_the_zone_nearest_the_ues_cell_hosting_the_callers_app() {
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    let beta = developer(&api, "beta", "BetaStudios").await;
+    add_site(&api, "cork-a", "op-a", "cork", (51.9, -8.47)).await;
+    add_site(&api, "dub-a", "op-a", "dublin", (53.35, -6.26)).await;
+    let typed = Typed::new(api.store.clone());
+    // Alpha's app runs in both cities.
+    let (_, v) = api
+        .call(
+            "POST",
+            &format!("{EAM}/apps"),
+            Some(&alpha),
+            Some(manifest("arena", "AlphaGames")),
+        )
+        .await;
+    let app = mecfed_core::AppId::new(v["appId"].as_str().unwrap()).unwrap();
+    for site in ["cork-a", "dub-a"] {
+        typed
+            .put(&Instance {
+                id: InstanceId::new(format!("{app}-{site}-0")).unwrap(),
+                app: app.clone(),
+                site: SiteId::new(site).unwrap(),
+                state: InstanceState::Ready,
+                endpoint: Some("127.0.0.1:7777".into()),
+                pid: None,
+                sessions: None,
+            })
+            .await
+            .unwrap();
+    }
+    // A phone on a Dublin cell (its GPS does not matter: the cell does).
+    let mut ue = Ue::new(
+        UeId::new("ue-1").unwrap(),
+        UeIdentity {
+            phone_number: Some("+353871234567".into()),
+            ipv4_address: Some("10.1.2.3".parse().unwrap()),
+            network_access_identifier: None,
+        },
+    )
+    .unwrap();
+    ue.attachment = Some(Attachment {
+        access: AccessKind::Nr5g,
+        access_point: "nr-cell-dub-17".into(),
+        operator: OperatorId::new("op-a").unwrap(),
+        location: GeoPoint::new(53.34, -6.25).unwrap(),
+    });
+    let (s, v) = api
+        .request(
+            "PUT",
+            "/mecfed/v1/ues/ue-1",
+            Some(serde_json::to_value(&ue).unwrap()),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+
+    let body = json!({"device": {"phoneNumber": "+353871234567"}});
+    let (s, v) = api.call("POST", SED, Some(&alpha), Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["edgeCloudZoneName"], "dublin");
+    assert_eq!(v["edgeCloudProvider"], "op-a");
+    assert!(
+        v.get("device").is_none(),
+        "one identifier given: not echoed"
+    );
+
+    // Several identifiers: the one used comes back.
+    let body = json!({"device": {
+        "phoneNumber": "+353870000000",
+        "ipv4Address": {"publicAddress": "84.125.93.10", "privateAddress": "10.1.2.3"}
+    }});
+    let (s, v) = api.call("POST", SED, Some(&alpha), Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["device"]["ipv4Address"]["privateAddress"], "10.1.2.3");
+
+    // The UE moves to a Cork cell: the answer follows.
+    ue.attachment.as_mut().unwrap().location = GeoPoint::new(51.89, -8.48).unwrap();
+    api.request(
+        "PUT",
+        "/mecfed/v1/ues/ue-1",
+        Some(serde_json::to_value(&ue).unwrap()),
+    )
+    .await;
+    let body = json!({"device": {"phoneNumber": "+353871234567"}});
+    let (_, v) = api
+        .call("POST", SED, Some(&alpha), Some(body.clone()))
+        .await;
+    assert_eq!(v["edgeCloudZoneName"], "cork");
+
+    // Beta hosts nothing: no zone for it.
+    let (s, e) = api.call("POST", SED, Some(&beta), Some(body)).await;
+    assert_eq!((s, e["code"].as_str()), (404, Some("NOT_FOUND")));
+
+    // CAMARA's error codes.
+    for (body, status, code) in [
+        (json!({}), 422, "MISSING_IDENTIFIER"),
+        (
+            json!({"device": {"ipv6Address": "2001:db8::1"}}),
+            422,
+            "UNSUPPORTED_IDENTIFIER",
+        ),
+        (
+            json!({"device": {"phoneNumber": "+353879999999"}}),
+            404,
+            "IDENTIFIER_NOT_FOUND",
+        ),
+        (
+            json!({"device": {"phoneNumber": "0871234567"}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (json!({"device": {}}), 400, "INVALID_ARGUMENT"),
+        (
+            json!({"device": {"ipv4Address": {"publicAddress": "84.125.93.10"}}}),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+    ] {
+        let (s, e) = api
+            .call("POST", SED, Some(&alpha), Some(body.clone()))
+            .await;
+        assert_eq!((s, e["code"].as_str()), (status, Some(code)), "{body}: {e}");
+    }
+    // A detached UE.
+    ue.attachment = None;
+    api.request(
+        "PUT",
+        "/mecfed/v1/ues/ue-1",
+        Some(serde_json::to_value(&ue).unwrap()),
+    )
+    .await;
+    let (s, e) = api
+        .call(
+            "POST",
+            SED,
+            Some(&alpha),
+            Some(json!({"device": {"phoneNumber": "+353871234567"}})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (422, Some("SERVICE_NOT_APPLICABLE"))
+    );
+    // UE data is the operator's: developers cannot read the table.
+    let (s, _) = api.call("GET", "/mecfed/v1/ues", Some(&alpha), None).await;
+    assert_eq!(s, 403);
+}
