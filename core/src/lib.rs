@@ -32,4 +32,4 @@ pub use policy::{
 };
 pub use resources::Resources;
 pub use site::{AccessKind, LimitEnforcement, Site, SiteKind, SiteStatus, Taint, TaintEffect};
-pub use ue::{Attachment, Session, Ue, UeIdentity};
+pub use ue::{Attachment, Session, Ue, UeIdentity, validate_phone_number};

@@ -33,15 +33,7 @@ impl UeIdentity {
             "needs at least one of ipv4Address, phoneNumber, networkAccessIdentifier",
         )?;
         if let Some(p) = &self.phone_number {
-            // CAMARA: ^\+[1-9][0-9]{4,14}$
-            let digits = p.strip_prefix('+').unwrap_or("");
-            ensure(
-                (5..=15).contains(&digits.len())
-                    && digits.bytes().all(|b| b.is_ascii_digit())
-                    && !digits.starts_with('0'),
-                "phoneNumber",
-                "must be E.164: '+' then 5 to 15 digits, not starting with 0",
-            )?;
+            validate_phone_number(p, "phoneNumber")?;
         }
         if let Some(nai) = &self.network_access_identifier {
             let ok = nai
@@ -65,6 +57,19 @@ pub struct Attachment {
     pub operator: OperatorId,
     /// Where the access point is.
     pub location: GeoPoint,
+}
+
+/// Checks an E.164 phone number as CAMARA writes it, `^\+[1-9][0-9]{4,14}$`; `field` names
+/// it in the error.
+pub fn validate_phone_number(p: &str, field: &str) -> Result<(), ValidationError> {
+    let digits = p.strip_prefix('+').unwrap_or("");
+    ensure(
+        (5..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0'),
+        field,
+        "must be E.164: '+' then 5 to 15 digits, not starting with 0",
+    )
 }
 
 /// A UE known to the platform, with its current network context.

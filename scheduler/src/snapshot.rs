@@ -401,8 +401,9 @@ fn ratio(used: u64, cap: u64) -> f64 {
     }
 }
 
-/// Load of a site in [0, 1] from what its agent reports in use.
-pub(crate) fn utilisation(site: &Site) -> f64 {
+/// Load of a site in [0, 1] from what its agent reports in use: the busier of CPU and
+/// session slots.
+pub fn utilisation(site: &Site) -> f64 {
     ratio(site.usage.cpu_millicores, site.capacity.cpu_millicores)
         .max(ratio(
             u64::from(site.usage.session_slots),

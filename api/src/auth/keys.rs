@@ -1,7 +1,7 @@
 //! The platform's token signing key (Ed25519, kept in the state store so that every API
 //! replica signs and verifies with the same one), token issue and verification.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine;
 use ed25519_dalek::{SigningKey, pkcs8::EncodePrivateKey};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{Principal, RateLimit, Role, TOKEN_TTL};
+use crate::util::now_unix;
 
 /// The issuer named in every token.
 pub(super) const ISSUER: &str = "mecfed";
@@ -91,12 +92,6 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth").field("kid", &self.kid).finish()
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn random_32() -> [u8; 32] {
@@ -216,24 +211,22 @@ impl Auth {
         })
     }
 
-    /// The client secret of app instance `id`: hex HMAC-SHA-256 of the id under the
-    /// platform's instance key.
-    pub fn instance_secret(&self, id: &InstanceId) -> String {
+    /// HMAC-SHA-256 of instance `id` under the platform's instance key.
+    fn instance_mac(&self, id: &InstanceId) -> Hmac<Sha256> {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(&self.instance_key).expect("HMAC takes any key length");
         mac.update(id.as_str().as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac
+    }
+
+    /// The client secret of app instance `id`: its hex [`Self::instance_mac`].
+    pub fn instance_secret(&self, id: &InstanceId) -> String {
+        hex::encode(self.instance_mac(id).finalize().into_bytes())
     }
 
     /// Whether `secret` is app instance `id`'s client secret (constant time).
     pub fn check_instance_secret(&self, id: &InstanceId, secret: &str) -> bool {
-        let Ok(given) = hex::decode(secret) else {
-            return false;
-        };
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.instance_key).expect("HMAC takes any key length");
-        mac.update(id.as_str().as_bytes());
-        mac.verify_slice(&given).is_ok()
+        hex::decode(secret).is_ok_and(|given| self.instance_mac(id).verify_slice(&given).is_ok())
     }
 
     /// The public key as a JSON Web Key Set (RFC 8037 OKP key).

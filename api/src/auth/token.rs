@@ -137,12 +137,7 @@ async fn authenticate_client<S: Store>(
         }
         return Ok(Principal {
             client_id: client_id.to_string(),
-            role: Role::Operator,
-            developer: None,
-            app: None,
-            instance: None,
-            scopes: vec![scopes::ADMIN.to_string()],
-            rate: RateLimit::OPERATOR,
+            ..Principal::operator()
         });
     }
     if let Some(raw) = client_id.strip_prefix("dev.") {
@@ -158,13 +153,9 @@ async fn authenticate_client<S: Store>(
             return Err(OAuthError::invalid_client());
         }
         return Ok(Principal {
-            client_id: client_id.to_string(),
-            role: Role::Developer,
-            developer: Some(dev.id),
-            app: None,
-            instance: None,
             scopes: dev.scopes,
             rate: dev.rate_limit,
+            ..Principal::developer(dev.id)
         });
     }
     if let Some(raw) = client_id.strip_prefix("inst.") {

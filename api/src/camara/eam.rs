@@ -20,7 +20,7 @@ use axum::{
     response::IntoResponse,
 };
 use mecfed_core::{
-    App, AppId, AppQos, Artefact, Instance, Port, Protocol, Resources, Site, SiteKind,
+    App, AppId, AppQos, Artefact, Instance, Port, Protocol, Resources, Site, SiteKind, SiteStatus,
     ValidationError, ZoneId,
 };
 use mecfed_scheduler::AppPolicy;
@@ -841,10 +841,10 @@ pub struct EdgeCloudZone {
     pub edge_cloud_region: String,
 }
 
-/// The zones of the federation's sites, in region then name order.
-pub(crate) fn zones_of(sites: &[(Site, bool)]) -> Vec<EdgeCloudZone> {
+/// The zones of the federation's sites (with their status), in region then name order.
+pub(crate) fn zones_of(sites: &[Site]) -> Vec<EdgeCloudZone> {
     let mut zones: BTreeMap<(String, ZoneId), EdgeCloudZone> = BTreeMap::new();
-    for (s, live) in sites {
+    for s in sites {
         let z = zones
             .entry((s.region.clone(), s.zone.clone()))
             .or_insert_with(|| EdgeCloudZone {
@@ -854,25 +854,11 @@ pub(crate) fn zones_of(sites: &[(Site, bool)]) -> Vec<EdgeCloudZone> {
                 edge_cloud_provider: s.operator.to_string(),
                 edge_cloud_region: s.region.clone(),
             });
-        if *live {
+        if s.status == SiteStatus::Ready {
             z.edge_cloud_zone_status = "active".into();
         }
     }
     zones.into_values().collect()
-}
-
-/// Every site with whether it is Ready.
-pub(crate) async fn sites_with_health<S: Store>(
-    store: &Typed<S>,
-) -> Result<Vec<(Site, bool)>, CamaraError> {
-    Ok(crate::sites::sites_with_status(store)
-        .await?
-        .into_iter()
-        .map(|s| {
-            let live = s.status == mecfed_core::SiteStatus::Ready;
-            (s, live)
-        })
-        .collect())
 }
 
 #[derive(Debug, Deserialize)]
@@ -895,7 +881,7 @@ pub(crate) async fn list_zones<S: Store>(
     if let Some(r) = &q.region {
         ensure(r.len() <= 64, "region", "at most 64 characters")?;
     }
-    let sites = sites_with_health(&st.store).await?;
+    let sites = crate::sites::sites_with_status(&st.store).await?;
     Ok(Json(
         zones_of(&sites)
             .into_iter()
@@ -961,11 +947,10 @@ pub(crate) async fn list_clusters<S: Store>(
         .as_deref()
         .map(|z| ids::parse("edgeCloudZoneId", z))
         .transpose()?;
-    let sites = sites_with_health(&st.store).await?;
+    let sites = crate::sites::sites_with_status(&st.store).await?;
     Ok(Json(
         sites
             .iter()
-            .map(|(s, _)| s)
             .filter(|s| s.kind == SiteKind::Kubernetes)
             .filter(|s| q.region.as_ref().is_none_or(|r| &s.region == r))
             .filter(|s| cluster.is_none_or(|c| ids::cluster_uuid(&s.id) == c))

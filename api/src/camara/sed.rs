@@ -14,7 +14,7 @@ use std::{collections::HashMap, net::Ipv4Addr};
 
 use axum::{Extension, Json, extract::State};
 use mecfed_core::{
-    Attachment, Instance, InstanceState, OperatorId, Site, SiteStatus, Ue, ValidationError, ZoneId,
+    Attachment, Instance, InstanceState, OperatorId, SiteStatus, Ue, ValidationError, ZoneId,
     latency,
 };
 use mecfed_store::Store;
@@ -102,16 +102,7 @@ impl Device {
             ));
         }
         if let Some(p) = &self.phone_number {
-            let digits = p.strip_prefix('+').unwrap_or("");
-            if !((5..=15).contains(&digits.len())
-                && digits.bytes().all(|b| b.is_ascii_digit())
-                && !digits.starts_with('0'))
-            {
-                return Err(ValidationError::new(
-                    "device.phoneNumber",
-                    "must be E.164: '+' then 5 to 15 digits, not starting with 0",
-                ));
-            }
+            mecfed_core::validate_phone_number(p, "device.phoneNumber")?;
         }
         if let Some(v4) = &self.ipv4_address {
             if v4.public_address.is_none()
@@ -228,20 +219,6 @@ pub fn closest<'a>(at: &Attachment, candidates: &'a [Candidate]) -> Option<(&'a 
         .min_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.zone.cmp(&b.0.zone)))
 }
 
-fn utilisation(s: &Site) -> f64 {
-    let frac = |used: u64, cap: u64| {
-        if cap == 0 {
-            0.0
-        } else {
-            used as f64 / cap as f64
-        }
-    };
-    frac(s.usage.cpu_millicores, s.capacity.cpu_millicores).max(frac(
-        u64::from(s.usage.session_slots),
-        u64::from(s.capacity.session_slots),
-    ))
-}
-
 pub(crate) async fn retrieve_closest<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
@@ -305,7 +282,7 @@ pub(crate) async fn retrieve_closest<S: Store>(
             zone: s.zone.clone(),
             operator: s.operator.clone(),
             location: s.location,
-            utilisation: utilisation(s),
+            utilisation: mecfed_scheduler::snapshot::utilisation(s),
         })
         .collect();
     let (best, rtt) = closest(at, &candidates).ok_or_else(|| {
