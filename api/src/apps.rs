@@ -87,6 +87,17 @@ pub(crate) async fn put_app<S: Store>(
         return Err(ApiError::NotFound(format!("app {id} not found")));
     }
     let existed = current.is_some();
+    let mut app = app;
+    if let Some(c) = &current
+        && st
+            .store
+            .get::<crate::camara::eam::CamaraApp>(id.as_str())
+            .await?
+            .is_some()
+    {
+        // A CAMARA app's deployed zones are its app instances' (camara::lifecycle).
+        app.zones = c.value.zones.clone();
+    }
     st.store.put(&app).await?;
     let status = if existed {
         StatusCode::OK
@@ -118,7 +129,8 @@ pub(crate) async fn get_app<S: Store>(
     Ok(Json(visible_app(&st, &p, &raw).await?.value))
 }
 
-/// Deletes an app and its policy; the scheduler then removes its placements. Idempotent:
+/// Deletes an app, its policy and its CAMARA app instances and deployments; the scheduler then
+/// removes its placements. Idempotent:
 /// an app that is not there (or not the caller's) answers 204 and nothing changes.
 pub(crate) async fn delete_app<S: Store>(
     State(st): State<ApiState<S>>,
@@ -131,6 +143,7 @@ pub(crate) async fn delete_app<S: Store>(
         Err(e) => return Err(e),
     };
     let id = app.value.id.as_str();
+    crate::camara::lifecycle::forget_app(&st.store, &app.value.id).await?;
     st.store.delete::<AppPolicy>(id, None).await?;
     st.store.delete::<App>(id, Some(app.revision)).await?;
     st.store

@@ -29,7 +29,7 @@ use axum::{
     http::{HeaderMap, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post, put},
+    routing::{delete, get, post, put},
 };
 use mecfed_store::{Store, typed::Typed};
 use serde::Serialize;
@@ -254,6 +254,25 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .route(
             &format!("{eam}/apps/{{app_id}}"),
             get(camara::eam::get_app::<S>).delete(camara::eam::delete_app::<S>),
+        )
+        .route(
+            &format!("{eam}/appinstances"),
+            get(camara::lifecycle::list_instances::<S>)
+                .post(camara::lifecycle::create_instance::<S>),
+        )
+        .route(
+            &format!("{eam}/appinstances/{{app_instance_id}}"),
+            delete(camara::lifecycle::delete_instance::<S>),
+        )
+        .route(
+            &format!("{eam}/deployments"),
+            get(camara::lifecycle::list_deployments::<S>)
+                .post(camara::lifecycle::create_deployment::<S>),
+        )
+        .route(
+            &format!("{eam}/deployments/{{app_deployment_id}}"),
+            delete(camara::lifecycle::delete_deployment::<S>)
+                .patch(camara::lifecycle::patch_deployment::<S>),
         )
         .route(
             &format!("{eam}/edge-cloud-zones"),

@@ -523,3 +523,397 @@ async fn discovery_answers_the_zone_nearest_the_ues_cell_hosting_the_callers_app
     let (s, _) = api.call("GET", "/mecfed/v1/ues", Some(&alpha), None).await;
     assert_eq!(s, 403);
 }
+
+/// Alpha's `arena`, submitted; its CAMARA and mecfed ids.
+async fn submitted(api: &support::Api, token: &str) -> (String, mecfed_core::AppId) {
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("{EAM}/apps"),
+            Some(token),
+            Some(manifest("arena", "AlphaGames")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["appId"].as_str().unwrap().to_string();
+    let app = mecfed_core::AppId::new(id.clone()).unwrap();
+    (id, app)
+}
+
+async fn zone_ids(api: &support::Api, token: &str) -> std::collections::BTreeMap<String, String> {
+    let (_, zones) = api
+        .call("GET", &format!("{EAM}/edge-cloud-zones"), Some(token), None)
+        .await;
+    zones
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| {
+            (
+                z["edgeCloudZoneName"].as_str().unwrap().to_string(),
+                z["edgeCloudZoneId"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn deployed_zones(api: &support::Api, app: &mecfed_core::AppId) -> Option<Vec<String>> {
+    let typed = Typed::new(api.store.clone());
+    let app = typed.get::<App>(app.as_str()).await.unwrap().unwrap().value;
+    app.zones
+        .map(|z| z.into_iter().map(|z| z.to_string()).collect())
+}
+
+#[tokio::test]
+async fn app_instances_deploy_the_app_to_their_zone_and_report_its_instances() {
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    let beta = developer(&api, "beta", "BetaStudios").await;
+    add_site(&api, "cork-a", "op-a", "cork", (51.9, -8.47)).await;
+    add_site(&api, "dub-a", "op-a", "dublin", (53.35, -6.26)).await;
+    let zones = zone_ids(&api, &alpha).await;
+    let (app_id, app) = submitted(&api, &alpha).await;
+    let body = json!({"name": "arena_cork", "appId": app_id, "edgeCloudZoneId": zones["cork"]});
+
+    let (s, headers, info) = api
+        .send(
+            "POST",
+            &format!("{EAM}/appinstances"),
+            Some(&alpha),
+            Some(("application/json", body.to_string())),
+        )
+        .await;
+    assert_eq!(s, 202, "{info}");
+    let instance_id = info["appInstanceId"].as_str().unwrap().to_string();
+    assert_eq!(
+        headers["location"].to_str().unwrap(),
+        format!("{EAM}/appinstances/{instance_id}")
+    );
+    assert_eq!(info["status"], "instantiating");
+    assert_eq!(info["appProvider"], "AlphaGames");
+    assert_eq!(info["edgeCloudZoneId"], zones["cork"].as_str());
+    // The scheduler is told: the app is deployed to Cork only.
+    assert_eq!(deployed_zones(&api, &app).await, Some(vec!["cork".into()]));
+
+    // One app instance per zone; the app cannot go while it has one.
+    let (s, e) = api
+        .call(
+            "POST",
+            &format!("{EAM}/appinstances"),
+            Some(&alpha),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("ALREADY_EXISTS")));
+    let (s, e) = api
+        .call(
+            "DELETE",
+            &format!("{EAM}/apps/{app_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("ABORTED")));
+
+    // Bad requests name the field and change nothing.
+    for (patch, status, field) in [
+        (json!({"name": "1bad"}), 400, "name"),
+        (json!({"appId": "nope"}), 400, "appId"),
+        (
+            json!({"edgeCloudZoneId": uuid::Uuid::new_v4().to_string()}),
+            404,
+            "edge cloud zone",
+        ),
+        (
+            json!({"appId": uuid::Uuid::new_v4().to_string()}),
+            404,
+            "app",
+        ),
+        (
+            json!({"kubernetesClusterRef": uuid::Uuid::new_v4().to_string()}),
+            501,
+            "kubernetesClusterRef",
+        ),
+    ] {
+        let mut b = body.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let (s, e) = api
+            .call(
+                "POST",
+                &format!("{EAM}/appinstances"),
+                Some(&alpha),
+                Some(b),
+            )
+            .await;
+        assert_eq!(s, status, "{e}");
+        assert!(e["message"].as_str().unwrap().contains(field), "{e}");
+    }
+    assert_eq!(deployed_zones(&api, &app).await, Some(vec!["cork".into()]));
+
+    // Beta sees none of it and cannot instantiate alpha's app.
+    let (_, list) = api
+        .call("GET", &format!("{EAM}/appinstances"), Some(&beta), None)
+        .await;
+    assert_eq!(list, json!([]));
+    let mut b = body.clone();
+    b["edgeCloudZoneId"] = json!(zones["dublin"]);
+    let (s, _) = api
+        .call("POST", &format!("{EAM}/appinstances"), Some(&beta), Some(b))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = api
+        .call(
+            "DELETE",
+            &format!("{EAM}/appinstances/{instance_id}"),
+            Some(&beta),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // Once the scheduler's instance in Cork is Ready, the app instance is, at its endpoint.
+    Typed::new(api.store.clone())
+        .put(&Instance {
+            id: InstanceId::new(format!("{app}-cork-a-0")).unwrap(),
+            app: app.clone(),
+            site: SiteId::new("cork-a").unwrap(),
+            state: InstanceState::Ready,
+            endpoint: Some("10.1.0.5:40001".into()),
+            pid: None,
+            sessions: None,
+        })
+        .await
+        .unwrap();
+    let (s, list) = api
+        .call(
+            "GET",
+            &format!("{EAM}/appinstances?appId={app_id}&region=ireland"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["status"], "ready");
+    assert_eq!(
+        list[0]["componentEndpointInfo"],
+        json!([{"interfaceId": "game",
+                "accessPoints": {"port": 40001, "ipv4Addresses": ["10.1.0.5"]}}])
+    );
+    for q in [
+        "region=elsewhere".to_string(),
+        format!("appInstanceId={}", uuid::Uuid::new_v4()),
+    ] {
+        let (_, list) = api
+            .call(
+                "GET",
+                &format!("{EAM}/appinstances?{q}"),
+                Some(&alpha),
+                None,
+            )
+            .await;
+        assert_eq!(list, json!([]), "{q}");
+    }
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("{EAM}/appinstances?appId=x"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+
+    // Terminated: the app is deployed nowhere; a second delete finds nothing.
+    let uri = format!("{EAM}/appinstances/{instance_id}");
+    let (s, _) = api.call("DELETE", &uri, Some(&alpha), None).await;
+    assert_eq!(s, 202);
+    assert_eq!(deployed_zones(&api, &app).await, Some(vec![]));
+    let (s, _) = api.call("DELETE", &uri, Some(&alpha), None).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn deployments_span_zones_and_merge_patches_replace_them() {
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    let beta = developer(&api, "beta", "BetaStudios").await;
+    add_site(&api, "cork-a", "op-a", "cork", (51.9, -8.47)).await;
+    add_site(&api, "dub-a", "op-a", "dublin", (53.35, -6.26)).await;
+    add_site(&api, "gal-a", "op-a", "galway", (53.27, -9.05)).await;
+    let zones = zone_ids(&api, &alpha).await;
+    let (app_id, app) = submitted(&api, &alpha).await;
+    let body = json!({
+        "appDeploymentName": "launch",
+        "appId": app_id,
+        "edgeCloudZones": [zones["cork"], zones["dublin"]],
+    });
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("{EAM}/deployments"),
+            Some(&alpha),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let dep = v["appDeploymentId"].as_str().unwrap().to_string();
+    assert_eq!(
+        deployed_zones(&api, &app).await,
+        Some(vec!["cork".into(), "dublin".into()])
+    );
+    let (s, list) = api
+        .call(
+            "GET",
+            &format!("{EAM}/deployments?appId={app_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list[0]["appDeploymentName"], "launch");
+    assert_eq!(list[0]["appInstances"].as_array().unwrap().len(), 2);
+    let (_, instances) = api
+        .call("GET", &format!("{EAM}/appinstances"), Some(&alpha), None)
+        .await;
+    let names: Vec<&str> = instances
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["launch_1", "launch_2"]);
+
+    // Same name again, or a zone another app instance holds: conflicts.
+    let (s, e) = api
+        .call(
+            "POST",
+            &format!("{EAM}/deployments"),
+            Some(&alpha),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("ALREADY_EXISTS")));
+    let (s, _) = api
+        .call(
+            "POST",
+            &format!("{EAM}/appinstances"),
+            Some(&alpha),
+            Some(json!({"name": "solo", "appId": app_id, "edgeCloudZoneId": zones["dublin"]})),
+        )
+        .await;
+    assert_eq!(s, 409);
+    let mut dup = body.clone();
+    dup["appDeploymentName"] = json!("other");
+    dup["edgeCloudZones"] = json!([zones["galway"], zones["galway"]]);
+    let (s, e) = api
+        .call(
+            "POST",
+            &format!("{EAM}/deployments"),
+            Some(&alpha),
+            Some(dup),
+        )
+        .await;
+    assert_eq!(s, 400);
+    assert!(
+        e["message"].as_str().unwrap().contains("edgeCloudZones[1]"),
+        "{e}"
+    );
+
+    // A merge patch replaces the zone list: Cork goes, Galway comes, Dublin stays.
+    let uri = format!("{EAM}/deployments/{dep}");
+    let patch = json!({"edgeCloudZones": [zones["dublin"], zones["galway"]]}).to_string();
+    let (s, _, e) = api
+        .send(
+            "PATCH",
+            &uri,
+            Some(&alpha),
+            Some(("application/json", patch.clone())),
+        )
+        .await;
+    assert_eq!(s, 415, "{e}");
+    let (s, _, e) = api
+        .send(
+            "PATCH",
+            &uri,
+            Some(&alpha),
+            Some((
+                "application/merge-patch+json",
+                r#"{"appDeploymentName": null}"#.into(),
+            )),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    let (s, _, _) = api
+        .send(
+            "PATCH",
+            &uri,
+            Some(&beta),
+            Some(("application/merge-patch+json", patch.clone())),
+        )
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(
+        deployed_zones(&api, &app).await,
+        Some(vec!["cork".into(), "dublin".into()])
+    );
+    let (s, _, info) = api
+        .send(
+            "PATCH",
+            &uri,
+            Some(&alpha),
+            Some(("application/merge-patch+json", patch)),
+        )
+        .await;
+    assert_eq!(s, 200, "{info}");
+    assert_eq!(info["appDeploymentName"], "launch");
+    assert_eq!(
+        info["edgeCloudZones"],
+        json!([zones["dublin"], zones["galway"]])
+    );
+    assert_eq!(
+        deployed_zones(&api, &app).await,
+        Some(vec!["dublin".into(), "galway".into()])
+    );
+    let (s, _, info) = api
+        .send(
+            "PATCH",
+            &uri,
+            Some(&alpha),
+            Some((
+                "application/merge-patch+json",
+                r#"{"appDeploymentName": "relaunch"}"#.into(),
+            )),
+        )
+        .await;
+    assert_eq!(
+        (s, info["appDeploymentName"].as_str()),
+        (200, Some("relaunch"))
+    );
+
+    // Beta sees no deployment; deleting it undeploys the app.
+    let (_, list) = api
+        .call("GET", &format!("{EAM}/deployments"), Some(&beta), None)
+        .await;
+    assert_eq!(list, json!([]));
+    let (s, _) = api.call("DELETE", &uri, Some(&beta), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = api.call("DELETE", &uri, Some(&alpha), None).await;
+    assert_eq!(s, 202);
+    assert_eq!(deployed_zones(&api, &app).await, Some(vec![]));
+    let (_, list) = api
+        .call("GET", &format!("{EAM}/appinstances"), Some(&alpha), None)
+        .await;
+    assert_eq!(list, json!([]));
+    let (s, _) = api
+        .call(
+            "DELETE",
+            &format!("{EAM}/apps/{app_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204);
+}

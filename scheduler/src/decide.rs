@@ -312,6 +312,8 @@ impl Scheduler {
             // Onboarded, not deployed anywhere yet: nothing wanted, nothing unmet.
             return (Decision::default(), Vec::new());
         }
+        let floored = zone_floor(app, policy);
+        let policy = floored.as_ref().unwrap_or(policy);
         let mut run = Run::new(self, snap, app, policy);
         run.filter_and_score();
         run.place();
@@ -326,6 +328,8 @@ impl Scheduler {
         app: &'a App,
         policy: &'a PlacementPolicy,
     ) -> Vec<(Reasons, Option<Score>)> {
+        let floored = zone_floor(app, policy);
+        let policy = floored.as_ref().unwrap_or(policy);
         let mut run = Run::new(self, snap, app, policy);
         run.full_reasons = true;
         run.filter_and_score();
@@ -340,6 +344,29 @@ impl Scheduler {
             })
             .collect()
     }
+}
+
+/// An app deployed to named zones (CAMARA deployments and app instances) runs at least one
+/// instance in each: its policy gains a zone spread with one group per deployed zone (only
+/// those zones' sites are feasible, so covering that many zones covers each). `None` when the
+/// policy already asks for as much.
+fn zone_floor(app: &App, policy: &PlacementPolicy) -> Option<PlacementPolicy> {
+    let zones = app.zones.as_ref()?;
+    let want = u32::try_from(zones.len()).unwrap_or(u32::MAX);
+    let covered = policy
+        .spread
+        .iter()
+        .any(|s| s.by == SpreadBy::Zone && s.min_groups >= want);
+    if want == 0 || covered {
+        return None;
+    }
+    let mut p = policy.clone();
+    p.spread.push(SpreadConstraint {
+        by: SpreadBy::Zone,
+        min_groups: want,
+        max_groups: None,
+    });
+    Some(p)
 }
 
 // === the run ===

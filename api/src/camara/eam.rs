@@ -252,7 +252,7 @@ impl Resource for CamaraApp {
 
 // === validation and translation ===
 
-fn ensure(cond: bool, field: &str, reason: &str) -> Result<(), ValidationError> {
+pub(super) fn ensure(cond: bool, field: &str, reason: &str) -> Result<(), ValidationError> {
     if cond {
         Ok(())
     } else {
@@ -260,7 +260,7 @@ fn ensure(cond: bool, field: &str, reason: &str) -> Result<(), ValidationError> 
     }
 }
 
-fn one_of(value: &str, allowed: &[&str], field: &str) -> Result<(), ValidationError> {
+pub(super) fn one_of(value: &str, allowed: &[&str], field: &str) -> Result<(), ValidationError> {
     ensure(
         allowed.contains(&value),
         field,
@@ -744,7 +744,7 @@ pub(crate) async fn submit_app<S: Store>(
 }
 
 /// The caller's CAMARA apps (the operator's: all).
-async fn visible_apps<S: Store>(
+pub(super) async fn visible_apps<S: Store>(
     store: &Typed<S>,
     p: &Principal,
 ) -> Result<Vec<(App, CamaraApp)>, CamaraError> {

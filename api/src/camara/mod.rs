@@ -3,6 +3,7 @@
 
 pub mod eam;
 pub(crate) mod ids;
+pub mod lifecycle;
 pub mod sed;
 
 use axum::{

@@ -47,14 +47,27 @@ impl Api {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let body = body.map(|v| ("application/json", v.to_string()));
+        let (status, _, v) = self.send(method, uri, bearer, body).await;
+        (status, v)
+    }
+
+    /// A request with a body of any media type; answers the headers too.
+    pub async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        bearer: Option<&str>,
+        body: Option<(&str, String)>,
+    ) -> (u16, axum::http::HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(uri);
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
         let body = match body {
-            Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
+            Some((media_type, text)) => {
+                req = req.header(header::CONTENT_TYPE, media_type);
+                Body::from(text)
             }
             None => Body::empty(),
         };
@@ -79,13 +92,14 @@ impl Api {
                 "errors are ProblemDetails (ETSI, mecfed) or ErrorInfo (CAMARA)"
             );
         }
+        let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v = if bytes.is_empty() {
             Value::Null
         } else {
             serde_json::from_slice(&bytes).unwrap()
         };
-        (status, v)
+        (status, headers, v)
     }
 
     pub async fn token(&self) -> String {

@@ -133,6 +133,41 @@ fn deployed_zones_restrict_the_sites_and_none_means_no_instances() {
 }
 
 #[test]
+fn every_deployed_zone_gets_an_instance_even_without_demand() {
+    let snap = ready(vec![
+        site("cork-1", "op-a", "z-cork", CORK, BIG),
+        site("cork-2", "op-b", "z-cork-b", CORK, BIG),
+        site("dub-1", "op-a", "z-dub", DUBLIN, BIG),
+        site("mel-1", "op-a", "z-mel", MELBOURNE, BIG),
+    ])
+    .build();
+    let mut a = app("arena", 100, vec![]);
+    a.zones = Some(
+        ["z-cork-b", "z-dub", "z-mel"]
+            .iter()
+            .map(|z| ZoneId::new(*z).unwrap())
+            .collect(),
+    );
+    let (d, _) = schedule(&snap, &a, &PlacementPolicy::default());
+    assert_eq!(
+        replicas(&d),
+        map(&[("cork-2", 1), ("dub-1", 1), ("mel-1", 1)])
+    );
+    assert!(d.unmet.is_empty(), "{:?}", d.unmet);
+    // Demand beyond one per zone still follows the demand.
+    a.qos.demand_areas = vec![area("cork", CORK, 200)];
+    a.qos.latency_budget_ms = 11;
+    let (d, rej) = schedule(&snap, &a, &PlacementPolicy::default());
+    assert_eq!(replicas(&d), map(&[("cork-2", 4)]));
+    // Dublin and Melbourne are out of the budget: the zone floor is reported unmet.
+    assert!(!d.unmet.is_empty());
+    assert_eq!(
+        reasons_of(&snap, &rej, "mel-1"),
+        vec![Reason::OutOfLatencyBudget]
+    );
+}
+
+#[test]
 fn a_generous_budget_lets_one_city_serve_both() {
     let snap = ready(vec![
         site("cork-1", "op-a", "z-cork", CORK, BIG),
