@@ -26,6 +26,11 @@ impl PlatformClient {
         })
     }
 
+    /// The platform's base URL.
+    pub fn controller(&self) -> &str {
+        &self.controller
+    }
+
     /// The site's id.
     pub fn site(&self) -> &SiteId {
         &self.site

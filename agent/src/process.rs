@@ -311,6 +311,9 @@ async fn probe(p: &Probe, ports: &BTreeMap<String, u16>, host: Ipv4Addr) -> bool
                 Some(a) => udp_echo(a).await,
                 None => false,
             },
+            // The platform waits for the instance's own confirmation; running is all the
+            // agent can tell.
+            Probe::MecConfirmReady => true,
         }
     };
     tokio::time::timeout(PROBE_TIMEOUT, attempt)

@@ -47,17 +47,28 @@ pub struct Reconciler {
 }
 
 /// The spec to run for an assignment; `None` for artefacts an edge node cannot run.
-fn spec_of(a: &mecfed_api::sites::Assignment) -> Option<InstanceSpec> {
+///
+/// Besides the app's own environment, an instance gets what it needs to call the platform's
+/// ETSI MEC APIs as itself: `MEC_PLATFORM_URL` (the platform base URL), `MEC_TOKEN_URL`,
+/// `MEC_CLIENT_ID` (`inst.<instanceId>`) and `MEC_CLIENT_SECRET`.
+fn spec_of(a: &mecfed_api::sites::Assignment, platform: &str) -> Option<InstanceSpec> {
     let Artefact::Process { command, args, env } = &a.app.artefact else {
         tracing::warn!(instance = %a.instance_id, "container artefacts need a Kubernetes site");
         return None;
     };
+    let mut env = env.clone();
+    if !a.mec_client_secret.is_empty() {
+        env.insert("MEC_PLATFORM_URL".into(), platform.to_string());
+        env.insert("MEC_TOKEN_URL".into(), format!("{platform}/oauth2/token"));
+        env.insert("MEC_CLIENT_ID".into(), format!("inst.{}", a.instance_id));
+        env.insert("MEC_CLIENT_SECRET".into(), a.mec_client_secret.clone());
+    }
     Some(InstanceSpec {
         id: a.instance_id.clone(),
         app: a.app.id.clone(),
         command: command.clone(),
         args: args.clone(),
-        env: env.clone(),
+        env,
         ports: a.app.ports.clone(),
         probe: a.app.readiness.clone(),
         resources: a.app.resources,
@@ -144,7 +155,7 @@ impl Reconciler {
         let a = self.platform.assignments(cred).await?;
         Ok(a.assignments
             .iter()
-            .filter_map(spec_of)
+            .filter_map(|a| spec_of(a, self.platform.controller()))
             .map(|s| (s.id.clone(), s))
             .collect())
     }

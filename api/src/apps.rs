@@ -5,6 +5,8 @@
 //! - `PUT /mecfed/v1/apps/{appId}/policy`: the placement policy (affinity, spread, failover);
 //! - `PUT /mecfed/v1/apps/{appId}/runtime`: a process's arguments and environment, readiness
 //!   and load probes;
+//! - `PUT /mecfed/v1/apps/{appId}/mec-rules`: the ETSI MEC 011 traffic and DNS rules of its
+//!   instances;
 //!
 //! plus the scheduler's placements, schedule and per-site explanation. The operator sees every
 //! app; a developer (scope `mecfed:apps`) only its own, and others' answer 404.
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ApiError, ApiState,
     auth::{Principal, scopes},
+    mec::app_support::AppMecRules,
     sites::JsonBody,
 };
 
@@ -361,4 +364,45 @@ pub(crate) async fn explain_app<S: Store>(
         _ => app.value.clone(),
     };
     Ok(Json(explain(&Scheduler::default(), &snap, &app, &policy)))
+}
+
+/// The app's ETSI MEC 011 traffic and DNS rules, which every instance reads through
+/// `mec_app_support` (as an AppD declares them).
+pub(crate) async fn get_mec_rules<S: Store>(
+    State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
+    Path(raw): Path<String>,
+) -> Result<Json<AppMecRules>, ApiError> {
+    let app = visible_app(&st, &p, &raw).await?.value;
+    let rules = st
+        .store
+        .get::<AppMecRules>(app.id.as_str())
+        .await?
+        .map(|v| v.value)
+        .unwrap_or_default();
+    Ok(Json(AppMecRules {
+        app: Some(app.id),
+        ..rules
+    }))
+}
+
+pub(crate) async fn put_mec_rules<S: Store>(
+    State(st): State<ApiState<S>>,
+    Extension(p): Extension<Principal>,
+    Path(raw): Path<String>,
+    JsonBody(rules): JsonBody<AppMecRules>,
+) -> Result<Json<AppMecRules>, ApiError> {
+    let app = visible_app(&st, &p, &raw).await?.value;
+    if rules.app.as_ref().is_some_and(|a| a != &app.id) {
+        return Err(ApiError::BadRequest(
+            "invalid app: differs from the path".into(),
+        ));
+    }
+    rules.validate()?;
+    let rules = AppMecRules {
+        app: Some(app.id),
+        ..rules
+    };
+    st.store.put(&rules).await?;
+    Ok(Json(rules))
 }

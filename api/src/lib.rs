@@ -15,6 +15,7 @@ mod apps;
 pub mod auth;
 pub mod camara;
 mod error;
+pub mod mec;
 mod metrics;
 mod problem;
 pub mod sites;
@@ -244,6 +245,10 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             get(apps::get_runtime::<S>).put(apps::put_runtime::<S>),
         )
         .route(
+            "/mecfed/v1/apps/{app_id}/mec-rules",
+            get(apps::get_mec_rules::<S>).put(apps::put_mec_rules::<S>),
+        )
+        .route(
             "/mecfed/v1/instances/{instance_id}/logs",
             get(sites::instance_logs::<S>),
         )
@@ -282,6 +287,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             &format!("{eam}/clusters"),
             get(camara::eam::list_clusters::<S>),
         )
+        .merge(mec_app_support::<S>())
         .route(
             &format!("{}/retrieve-closest-edge-cloud-zone", camara::SED_ROOT),
             post(camara::sed::retrieve_closest::<S>),
@@ -305,6 +311,41 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .layer(middleware::from_fn(camara_correlator))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(metrics, metrics::track))
+}
+
+/// MEC 011 application support (authenticated by the caller's router).
+fn mec_app_support<S: Store>() -> Router<ApiState<S>> {
+    use mec::app_support as a;
+    let root = mec::APP_SUPPORT_ROOT;
+    let app = format!("{root}/applications/{{app_instance_id}}");
+    Router::new()
+        .route(&format!("{root}/registrations"), post(a::register::<S>))
+        .route(
+            &format!("{root}/registrations/{{app_instance_id}}"),
+            get(a::get_registration::<S>)
+                .put(a::put_registration::<S>)
+                .delete(a::delete_registration::<S>),
+        )
+        .route(&format!("{app}/confirm_ready"), post(a::confirm_ready::<S>))
+        .route(
+            &format!("{app}/confirm_termination"),
+            post(a::confirm_termination::<S>),
+        )
+        .route(
+            &format!("{app}/traffic_rules"),
+            get(a::list_traffic_rules::<S>),
+        )
+        .route(
+            &format!("{app}/traffic_rules/{{traffic_rule_id}}"),
+            get(a::get_traffic_rule::<S>).put(a::put_traffic_rule::<S>),
+        )
+        .route(&format!("{app}/dns_rules"), get(a::list_dns_rules::<S>))
+        .route(
+            &format!("{app}/dns_rules/{{dns_rule_id}}"),
+            get(a::get_dns_rule::<S>).put(a::put_dns_rule::<S>),
+        )
+        .route(&format!("{root}/timing/timing_caps"), get(a::timing_caps))
+        .route(&format!("{root}/timing/current_time"), get(a::current_time))
 }
 
 /// `x-correlator` handling on CAMARA paths only.

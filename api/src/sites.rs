@@ -256,6 +256,10 @@ pub struct Assignment {
     pub instance_id: InstanceId,
     /// The app to run.
     pub app: App,
+    /// The instance's client secret for the platform's token endpoint (client id
+    /// `inst.<instanceId>`), handed to the instance at start for its ETSI MEC calls.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mec_client_secret: String,
 }
 
 /// `GET /mecfed/v1/sites/{siteId}/assignments` answer.
@@ -325,6 +329,7 @@ pub(crate) async fn assignments<S: Store>(
         for i in 0..p.replicas {
             match InstanceId::new(format!("{}-{}-{i}", p.app, p.site)) {
                 Ok(instance_id) => out.push(Assignment {
+                    mec_client_secret: st.auth.instance_secret(&instance_id),
                     instance_id,
                     app: app.value.clone(),
                 }),
@@ -348,11 +353,20 @@ pub(crate) async fn report_instance<S: Store>(
     let site = site_id(&raw_site)?;
     let id = InstanceId::new(raw_instance)?;
     check_site(&st, &site, &headers).await?;
+    let app = st.store.get::<App>(report.app.as_str()).await?;
+    let state = crate::mec::app_support::gate_report(
+        &st.store,
+        app.as_ref().map(|a| &a.value),
+        report.state,
+        &id,
+        report.pid,
+    )
+    .await?;
     let instance = Instance {
         id: id.clone(),
         app: report.app,
         site,
-        state: report.state,
+        state,
         endpoint: report.endpoint,
         pid: report.pid,
         sessions: report.sessions,
@@ -378,6 +392,7 @@ pub(crate) async fn forget_instance<S: Store>(
         st.store
             .delete::<Instance>(id.as_str(), Some(current.revision))
             .await?;
+        crate::mec::app_support::forget_instance(&st.store, &id).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

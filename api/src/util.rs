@@ -23,3 +23,14 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     rand::rng().fill_bytes(&mut buf);
     hex::encode(buf)
 }
+
+/// A `Location` for `path`: absolute when the request named its `Host`.
+pub(crate) fn location(headers: &axum::http::HeaderMap, path: &str) -> String {
+    match headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(host) if !host.is_empty() => format!("http://{host}{path}"),
+        _ => path.to_string(),
+    }
+}

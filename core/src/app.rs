@@ -74,13 +74,19 @@ pub enum Probe {
         /// Port name.
         port: String,
     },
+    /// The instance itself confirms it is ready, with ETSI MEC 011 `confirm_ready`
+    /// (`POST /mec_app_support/v1/applications/{appInstanceId}/confirm_ready`): its agent
+    /// reports it running, the platform counts it Ready once confirmed (again after each
+    /// restart).
+    MecConfirmReady,
 }
 
 impl Probe {
-    /// The port the probe uses.
-    pub fn port(&self) -> &str {
+    /// The port the probe uses; none for [`Probe::MecConfirmReady`].
+    pub fn port(&self) -> Option<&str> {
         match self {
-            Self::Tcp { port } | Self::Http { port, .. } | Self::UdpEcho { port } => port,
+            Self::Tcp { port } | Self::Http { port, .. } | Self::UdpEcho { port } => Some(port),
+            Self::MecConfirmReady => None,
         }
     }
 }
@@ -262,9 +268,11 @@ impl App {
                 "port names must be unique",
             )?;
         }
-        if let Some(p) = &self.readiness {
+        if let Some(p) = &self.readiness
+            && let Some(named) = p.port()
+        {
             ensure(
-                self.ports.iter().any(|port| port.name == p.port()),
+                self.ports.iter().any(|port| port.name == named),
                 "readiness.port",
                 "must name one of the app's ports",
             )?;

@@ -12,6 +12,7 @@ mod error;
 mod geo_point;
 mod ids;
 pub mod latency;
+pub mod mec_rules;
 mod policy;
 mod resources;
 mod site;

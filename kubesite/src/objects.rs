@@ -237,7 +237,7 @@ fn quantities(r: &Resources) -> BTreeMap<String, Quantity> {
 }
 
 fn probe(p: &Probe) -> Option<KubeProbe> {
-    let port = IntOrString::String(p.port().to_string());
+    let port = IntOrString::String(p.port()?.to_string());
     let mut k = KubeProbe {
         period_seconds: Some(2),
         failure_threshold: Some(3),
@@ -254,6 +254,8 @@ fn probe(p: &Probe) -> Option<KubeProbe> {
         }
         // Kubernetes has no UDP probe: the pod counts as ready once it runs.
         Probe::UdpEcho { .. } => return None,
+        // Confirmed through the platform, not probed by the kubelet.
+        Probe::MecConfirmReady => return None,
     }
     Some(k)
 }
@@ -574,6 +576,7 @@ mod tests {
         Assignment {
             instance_id: InstanceId::new(instance).unwrap(),
             app: app.clone(),
+            mec_client_secret: String::new(),
         }
     }
 

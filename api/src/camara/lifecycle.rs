@@ -350,13 +350,6 @@ async fn records_of<S: Store>(
     Ok(v)
 }
 
-fn location(headers: &HeaderMap, path: &str) -> String {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        Some(host) if !host.is_empty() => format!("http://{host}{path}"),
-        _ => path.to_string(),
-    }
-}
-
 fn name_field(field: &str, name: &str) -> Result<(), ValidationError> {
     ensure(
         valid_name(name),
@@ -445,7 +438,7 @@ pub(crate) async fn create_instance<S: Store>(
     let info = world.info(&rec, &app, &camara.manifest.app_provider);
     Ok((
         StatusCode::ACCEPTED,
-        [(header::LOCATION, location(&headers, &path))],
+        [(header::LOCATION, crate::util::location(&headers, &path))],
         Json(info),
     ))
 }

@@ -11,6 +11,7 @@
 //! Architecture Invariant: `session` and `snapshot` do no IO and read no clock; the server
 //! around them does.
 
+pub mod mec;
 pub mod server;
 pub mod session;
 pub mod snapshot;

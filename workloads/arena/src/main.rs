@@ -1,6 +1,6 @@
 //! `arena`: run the game server.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use arena::server::{Arena, ServerConfig, control_router, run_game};
 use clap::Parser;
@@ -62,6 +62,19 @@ async fn run(args: Args) -> std::io::Result<()> {
         "arena up"
     );
     let router = control_router(arena.clone(), registry);
+    // Run by a MEC platform: tell it the game is up.
+    if let Some(mec) = arena::mec::MecPlatform::from_env() {
+        tokio::spawn(async move {
+            match mec.confirm_ready_retrying(Duration::from_secs(60)).await {
+                Ok(()) => {
+                    tracing::info!(instance = %mec.instance_id, "confirmed ready to the MEC platform")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not confirm readiness to the MEC platform")
+                }
+            }
+        });
+    }
     let (game_done, game_ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("arena-game".into())
