@@ -288,6 +288,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
             get(camara::eam::list_clusters::<S>),
         )
         .merge(mec_app_support::<S>())
+        .merge(mec_service_mgmt::<S>())
         .route(
             &format!("{}/retrieve-closest-edge-cloud-zone", camara::SED_ROOT),
             post(camara::sed::retrieve_closest::<S>),
@@ -346,6 +347,34 @@ fn mec_app_support<S: Store>() -> Router<ApiState<S>> {
         )
         .route(&format!("{root}/timing/timing_caps"), get(a::timing_caps))
         .route(&format!("{root}/timing/current_time"), get(a::current_time))
+}
+
+/// MEC 011 service management (authenticated by the caller's router).
+fn mec_service_mgmt<S: Store>() -> Router<ApiState<S>> {
+    use mec::service_mgmt as m;
+    let root = m::SERVICE_MGMT_ROOT;
+    let app = format!("{root}/applications/{{app_instance_id}}");
+    Router::new()
+        .route(&format!("{root}/services"), get(m::list_services::<S>))
+        .route(
+            &format!("{root}/services/{{service_id}}"),
+            get(m::get_service::<S>),
+        )
+        .route(&format!("{root}/transports"), get(m::transports::<S>))
+        .route(
+            &format!("{app}/services"),
+            get(m::list_app_services::<S>).post(m::create_service::<S>),
+        )
+        .route(
+            &format!("{app}/services/{{service_id}}"),
+            get(m::get_app_service::<S>)
+                .put(m::put_app_service::<S>)
+                .delete(m::delete_app_service::<S>),
+        )
+        .route(
+            &format!("{root}/liveness/{{service_id}}"),
+            get(m::get_liveness::<S>).patch(m::patch_liveness::<S>),
+        )
 }
 
 /// `x-correlator` handling on CAMARA paths only.

@@ -397,3 +397,171 @@ async fn timing_answers_the_platform_clock() {
         .await;
     assert_eq!(s, 401);
 }
+
+const SVC: &str = "/mec_service_mgmt/v1";
+
+fn service(name: &str) -> Value {
+    json!({"ServiceInfo": {
+        "serName": name, "version": "1.0", "state": "ACTIVE", "serializer": "JSON",
+        "transportId": "rest-http", "scopeOfLocality": "MEC_HOST", "livenessInterval": 5,
+        "serCategory": {"href": "https://catalogue.example/game", "id": "game",
+                        "name": "Game", "version": "1"}
+    }})
+}
+
+#[tokio::test]
+async fn services_register_are_discovered_per_tenant_and_replaced_under_if_match() {
+    let (api, alpha, beta, me) = world().await;
+    let mine = format!("{SVC}/applications/{INST}/services");
+    let (s, headers, v) = api
+        .send(
+            "POST",
+            &mine,
+            Some(&me),
+            Some(("application/json", service("lobby").to_string())),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["ServiceInfo"]["serInstanceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        headers["location"].to_str().unwrap(),
+        format!("{mine}/{id}")
+    );
+    assert_eq!(
+        v["ServiceInfo"]["_links"]["liveness"]["href"],
+        format!("{SVC}/liveness/{id}")
+    );
+    let (s, _) = api
+        .call("POST", &mine, Some(&me), Some(service("matchmaker")))
+        .await;
+    assert_eq!(s, 201);
+
+    // Bad registrations name the field.
+    for (field, value) in [
+        ("transportId", json!("carrier-pigeon")),
+        ("state", json!("SEE_DESCRIPTION")),
+        ("serInstanceId", json!("mine")),
+    ] {
+        let mut b = service("x");
+        b["ServiceInfo"][field] = value;
+        let (s, e) = api.call("POST", &mine, Some(&me), Some(b)).await;
+        assert_eq!(s, 400, "{field}");
+        assert!(e["detail"].as_str().unwrap().contains(field), "{e}");
+    }
+
+    // Discovery with filters; another tenant sees none of it.
+    let (s, all) = api
+        .call("GET", &format!("{SVC}/services"), Some(&alpha), None)
+        .await;
+    assert_eq!((s, all.as_array().unwrap().len()), (200, 2));
+    let (_, one) = api
+        .call(
+            "GET",
+            &format!("{SVC}/services?ser_name=lobby"),
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    assert_eq!(one[0]["isLocal"], true);
+    let (_, cat) = api
+        .call(
+            "GET",
+            &format!("{SVC}/services?ser_category_id=game&is_local=true"),
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!(cat.as_array().unwrap().len(), 2);
+    let (s, _) = api
+        .call(
+            "GET",
+            &format!("{SVC}/services?ser_name=a&ser_category_id=b"),
+            Some(&me),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (_, none) = api
+        .call("GET", &format!("{SVC}/services"), Some(&beta), None)
+        .await;
+    assert_eq!(none, json!([]));
+    let (s, _) = api
+        .call("GET", &format!("{SVC}/services/{id}"), Some(&beta), None)
+        .await;
+    assert_eq!(s, 404);
+
+    // Replace under If-Match.
+    let one_uri = format!("{mine}/{id}");
+    let (s, headers, v) = api.send("GET", &one_uri, Some(&me), None).await;
+    assert_eq!(s, 200);
+    let tag = headers["etag"].to_str().unwrap().to_string();
+    let mut next = v["ServiceInfo"].clone();
+    next["state"] = json!("INACTIVE");
+    let put = |tag: String, body: Value| {
+        let req = axum::http::Request::builder()
+            .method("PUT")
+            .uri(one_uri.clone())
+            .header("authorization", format!("Bearer {me}"))
+            .header("content-type", "application/json")
+            .header("if-match", tag)
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        use tower::ServiceExt;
+        api.app.clone().oneshot(req)
+    };
+    assert_eq!(
+        put("\"old\"".into(), next.clone()).await.unwrap().status(),
+        412
+    );
+    assert_eq!(put(tag.clone(), next.clone()).await.unwrap().status(), 200);
+    assert_eq!(put(tag, next).await.unwrap().status(), 412);
+    let (_, v) = api.call("GET", &one_uri, Some(&alpha), None).await;
+    assert_eq!(v["ServiceInfo"]["state"], "INACTIVE");
+
+    // Liveness: the provider's heartbeat; others do not find it.
+    let live = format!("{SVC}/liveness/{id}");
+    let (s, v) = api.call("GET", &live, Some(&me), None).await;
+    assert_eq!(
+        (s, v["ServiceLivenessInfo"]["interval"].as_u64()),
+        (200, Some(5))
+    );
+    let (s, _) = api
+        .call("PATCH", &live, Some(&me), Some(json!({"state": "ACTIVE"})))
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = api
+        .call(
+            "PATCH",
+            &live,
+            Some(&me),
+            Some(json!({"state": "SUSPENDED"})),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = api
+        .call(
+            "PATCH",
+            &live,
+            Some(&beta),
+            Some(json!({"state": "ACTIVE"})),
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    let (s, v) = api
+        .call("GET", &format!("{SVC}/transports"), Some(&me), None)
+        .await;
+    assert_eq!((s, v[0]["type"].as_str()), (200, Some("REST_HTTP")));
+
+    // Deregistered; then gone.
+    let (s, _) = api.call("DELETE", &one_uri, Some(&me), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.call("DELETE", &one_uri, Some(&me), None).await;
+    assert_eq!(s, 404);
+    let (_, left) = api.call("GET", &mine, Some(&me), None).await;
+    assert_eq!(left.as_array().unwrap().len(), 1);
+}

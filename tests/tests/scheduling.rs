@@ -209,16 +209,24 @@ async fn latency_aware_placement_fails_over_and_fails_back() {
     assert!(cork_b.contains("not needed"), "{cork_b}");
     eprintln!("== ctl placements\n{}", ctl(&server, &["placements"]));
 
-    // The Cork site dies: its agent and its instances.
-    let instances: Vec<Instance> = json(&format!("{server}/mecfed/v1/instances"))
-        .await
-        .unwrap();
-    let victims: Vec<u32> = instances
-        .iter()
-        .filter(|i| i.site.as_str() == "cork-a")
-        .filter_map(|i| i.pid)
-        .collect();
-    assert_eq!(victims.len(), 2);
+    // The Cork site dies: its agent and its instances (once its agent has reported both
+    // started: placed is not yet running).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victims: Vec<u32> = loop {
+        let instances: Vec<Instance> = json(&format!("{server}/mecfed/v1/instances"))
+            .await
+            .unwrap_or_default();
+        let pids: Vec<u32> = instances
+            .iter()
+            .filter(|i| i.site.as_str() == "cork-a")
+            .filter_map(|i| i.pid)
+            .collect();
+        if pids.len() == 2 {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "cork-a runs {pids:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     drop(cork_a);
     for pid in victims {
         let _ = nix::sys::signal::kill(

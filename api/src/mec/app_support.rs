@@ -313,7 +313,7 @@ pub(crate) async fn gate_report<S: Store>(
 }
 
 /// Drops what the platform keeps for an instance that is gone: its registration, readiness
-/// confirmation and rule copies.
+/// confirmation, rule copies and the services it provides.
 pub(crate) async fn forget_instance<S: Store>(
     store: &Typed<S>,
     id: &InstanceId,
@@ -321,7 +321,7 @@ pub(crate) async fn forget_instance<S: Store>(
     store.delete::<ReadyConfirmation>(id.as_str(), None).await?;
     store.delete::<MecRegistration>(id.as_str(), None).await?;
     store.delete::<InstanceMecRules>(id.as_str(), None).await?;
-    Ok(())
+    super::service_mgmt::forget_provider(store, id).await
 }
 
 pub(crate) async fn confirm_ready<S: Store>(

@@ -1,5 +1,6 @@
 //! ETSI MEC APIs of the Mp1 reference point: MEC 011 application support
-//! ([`app_support`], `/mec_app_support/v1`).
+//! ([`app_support`], `/mec_app_support/v1`) and service management ([`service_mgmt`],
+//! `/mec_service_mgmt/v1`).
 //!
 //! An `appInstanceId` here is a mecfed instance id. A running instance calls with its own
 //! credentials (client `inst.<instanceId>`) and reaches only its own resources; its developer
@@ -10,6 +11,7 @@
 //! or without the wrapper. Errors are RFC 7807 `ProblemDetails`.
 
 pub mod app_support;
+pub mod service_mgmt;
 
 use axum::{
     Json,
