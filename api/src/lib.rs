@@ -317,6 +317,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
 /// MEC 011 application support (authenticated by the caller's router).
 fn mec_app_support<S: Store>() -> Router<ApiState<S>> {
     use mec::app_support as a;
+    use mecfed_core::mec_rules::{DnsRule, TrafficRule};
     let root = mec::APP_SUPPORT_ROOT;
     let app = format!("{root}/applications/{{app_instance_id}}");
     Router::new()
@@ -334,16 +335,19 @@ fn mec_app_support<S: Store>() -> Router<ApiState<S>> {
         )
         .route(
             &format!("{app}/traffic_rules"),
-            get(a::list_traffic_rules::<S>),
+            get(a::list_rules::<TrafficRule, S>),
         )
         .route(
             &format!("{app}/traffic_rules/{{traffic_rule_id}}"),
-            get(a::get_traffic_rule::<S>).put(a::put_traffic_rule::<S>),
+            get(a::get_rule::<TrafficRule, S>).put(a::put_rule::<TrafficRule, S>),
         )
-        .route(&format!("{app}/dns_rules"), get(a::list_dns_rules::<S>))
+        .route(
+            &format!("{app}/dns_rules"),
+            get(a::list_rules::<DnsRule, S>),
+        )
         .route(
             &format!("{app}/dns_rules/{{dns_rule_id}}"),
-            get(a::get_dns_rule::<S>).put(a::put_dns_rule::<S>),
+            get(a::get_rule::<DnsRule, S>).put(a::put_rule::<DnsRule, S>),
         )
         .route(&format!("{root}/timing/timing_caps"), get(a::timing_caps))
         .route(&format!("{root}/timing/current_time"), get(a::current_time))

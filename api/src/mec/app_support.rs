@@ -540,22 +540,72 @@ async fn save_own<S: Store>(
     }
 }
 
+/// What the traffic-rule and DNS-rule resources share: where a kind of rule sits in an
+/// app's rules and in an instance's replacements, and how it names itself.
+pub(crate) trait MecRule:
+    Clone + Serialize + serde::de::DeserializeOwned + Wrapped + Send + 'static
+{
+    /// e.g. `traffic rule`.
+    const WHAT: &'static str;
+    /// The id field, e.g. `trafficRuleId`.
+    const ID_FIELD: &'static str;
+    /// The rule's id.
+    fn rule_id(&self) -> &str;
+    /// Field-by-field checks.
+    fn check(&self) -> Result<(), mecfed_core::ValidationError>;
+    /// The rules of this kind in force.
+    fn of(rules: &AppMecRules) -> &[Self];
+    /// An instance's replacements of this kind.
+    fn own(own: &mut InstanceMecRules) -> &mut BTreeMap<String, Self>;
+}
+
 impl Wrapped for TrafficRule {
     const WRAPPER: &'static str = "TrafficRule";
+}
+
+impl MecRule for TrafficRule {
+    const WHAT: &'static str = "traffic rule";
+    const ID_FIELD: &'static str = "trafficRuleId";
+    fn rule_id(&self) -> &str {
+        &self.traffic_rule_id
+    }
+    fn check(&self) -> Result<(), mecfed_core::ValidationError> {
+        self.validate()
+    }
+    fn of(rules: &AppMecRules) -> &[Self] {
+        &rules.traffic_rules
+    }
+    fn own(own: &mut InstanceMecRules) -> &mut BTreeMap<String, Self> {
+        &mut own.traffic
+    }
 }
 
 impl Wrapped for DnsRule {
     const WRAPPER: &'static str = "DnsRule";
 }
 
-pub(crate) async fn list_traffic_rules<S: Store>(
-    State(st): State<ApiState<S>>,
-    Extension(p): Extension<Principal>,
-    Path(raw): Path<String>,
-) -> Result<Json<Vec<TrafficRule>>, ApiError> {
-    p.require(scopes::MEC_APP_SUPPORT)?;
-    let inst = instance_for(&st.store, &p, &raw).await?.value;
-    Ok(Json(rules_of(&st.store, &inst).await?.0.traffic_rules))
+impl MecRule for DnsRule {
+    const WHAT: &'static str = "DNS rule";
+    const ID_FIELD: &'static str = "dnsRuleId";
+    fn rule_id(&self) -> &str {
+        &self.dns_rule_id
+    }
+    fn check(&self) -> Result<(), mecfed_core::ValidationError> {
+        self.validate()
+    }
+    fn of(rules: &AppMecRules) -> &[Self] {
+        &rules.dns_rules
+    }
+    fn own(own: &mut InstanceMecRules) -> &mut BTreeMap<String, Self> {
+        &mut own.dns
+    }
+}
+
+fn find_rule<'a, R: MecRule>(rules: &'a AppMecRules, id: &str) -> Result<&'a R, ApiError> {
+    R::of(rules)
+        .iter()
+        .find(|r| r.rule_id() == id)
+        .ok_or_else(|| ApiError::NotFound(format!("{} {id} not found", R::WHAT)))
 }
 
 fn with_etag<T: Serialize>(name: &str, v: &T) -> Response {
@@ -563,63 +613,19 @@ fn with_etag<T: Serialize>(name: &str, v: &T) -> Response {
     ([(header::ETAG, etag_header(&tag))], Json(wrapped(name, v))).into_response()
 }
 
-pub(crate) async fn get_traffic_rule<S: Store>(
-    State(st): State<ApiState<S>>,
-    Extension(p): Extension<Principal>,
-    Path((raw, rule)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    p.require(scopes::MEC_APP_SUPPORT)?;
-    let inst = instance_for(&st.store, &p, &raw).await?.value;
-    let (rules, _, _) = rules_of(&st.store, &inst).await?;
-    let r = rules
-        .traffic_rules
-        .iter()
-        .find(|r| r.traffic_rule_id == rule)
-        .ok_or_else(|| ApiError::NotFound(format!("traffic rule {rule} not found")))?;
-    Ok(with_etag("TrafficRule", r))
-}
-
-pub(crate) async fn put_traffic_rule<S: Store>(
-    State(st): State<ApiState<S>>,
-    Extension(p): Extension<Principal>,
-    Path((raw, rule)): Path<(String, String)>,
-    headers: HeaderMap,
-    MecBody(body): MecBody<TrafficRule>,
-) -> Result<Response, ApiError> {
-    p.require(scopes::MEC_APP_SUPPORT)?;
-    let inst = instance_for(&st.store, &p, &raw).await?.value;
-    if body.traffic_rule_id != rule {
-        return Err(ApiError::BadRequest(
-            "invalid trafficRuleId: differs from the path".into(),
-        ));
-    }
-    body.validate()?;
-    loop {
-        let (rules, mut own, revision) = rules_of(&st.store, &inst).await?;
-        let current = rules
-            .traffic_rules
-            .iter()
-            .find(|r| r.traffic_rule_id == rule)
-            .ok_or_else(|| ApiError::NotFound(format!("traffic rule {rule} not found")))?;
-        check_if_match(&headers, &etag_of(current))?;
-        own.traffic.insert(rule.clone(), body.clone());
-        if save_own(&st.store, &own, revision).await? {
-            return Ok(with_etag("TrafficRule", &body));
-        }
-    }
-}
-
-pub(crate) async fn list_dns_rules<S: Store>(
+/// `GET .../traffic_rules` and `GET .../dns_rules`.
+pub(crate) async fn list_rules<R: MecRule, S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path(raw): Path<String>,
-) -> Result<Json<Vec<DnsRule>>, ApiError> {
+) -> Result<Json<Vec<R>>, ApiError> {
     p.require(scopes::MEC_APP_SUPPORT)?;
     let inst = instance_for(&st.store, &p, &raw).await?.value;
-    Ok(Json(rules_of(&st.store, &inst).await?.0.dns_rules))
+    Ok(Json(R::of(&rules_of(&st.store, &inst).await?.0).to_vec()))
 }
 
-pub(crate) async fn get_dns_rule<S: Store>(
+/// `GET .../traffic_rules/{id}` and `GET .../dns_rules/{id}`, with the rule's entity tag.
+pub(crate) async fn get_rule<R: MecRule, S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path((raw, rule)): Path<(String, String)>,
@@ -627,40 +633,33 @@ pub(crate) async fn get_dns_rule<S: Store>(
     p.require(scopes::MEC_APP_SUPPORT)?;
     let inst = instance_for(&st.store, &p, &raw).await?.value;
     let (rules, _, _) = rules_of(&st.store, &inst).await?;
-    let r = rules
-        .dns_rules
-        .iter()
-        .find(|r| r.dns_rule_id == rule)
-        .ok_or_else(|| ApiError::NotFound(format!("DNS rule {rule} not found")))?;
-    Ok(with_etag("DnsRule", r))
+    Ok(with_etag(R::WRAPPER, find_rule::<R>(&rules, &rule)?))
 }
 
-pub(crate) async fn put_dns_rule<S: Store>(
+/// `PUT .../traffic_rules/{id}` and `PUT .../dns_rules/{id}`: the instance's own copy of the
+/// rule, under `If-Match`.
+pub(crate) async fn put_rule<R: MecRule, S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path((raw, rule)): Path<(String, String)>,
     headers: HeaderMap,
-    MecBody(body): MecBody<DnsRule>,
+    MecBody(body): MecBody<R>,
 ) -> Result<Response, ApiError> {
     p.require(scopes::MEC_APP_SUPPORT)?;
     let inst = instance_for(&st.store, &p, &raw).await?.value;
-    if body.dns_rule_id != rule {
-        return Err(ApiError::BadRequest(
-            "invalid dnsRuleId: differs from the path".into(),
-        ));
+    if body.rule_id() != rule {
+        return Err(ApiError::BadRequest(format!(
+            "invalid {}: differs from the path",
+            R::ID_FIELD
+        )));
     }
-    body.validate()?;
+    body.check()?;
     loop {
         let (rules, mut own, revision) = rules_of(&st.store, &inst).await?;
-        let current = rules
-            .dns_rules
-            .iter()
-            .find(|r| r.dns_rule_id == rule)
-            .ok_or_else(|| ApiError::NotFound(format!("DNS rule {rule} not found")))?;
-        check_if_match(&headers, &etag_of(current))?;
-        own.dns.insert(rule.clone(), body.clone());
+        check_if_match(&headers, &etag_of(find_rule::<R>(&rules, &rule)?))?;
+        R::own(&mut own).insert(rule.clone(), body.clone());
         if save_own(&st.store, &own, revision).await? {
-            return Ok(with_etag("DnsRule", &body));
+            return Ok(with_etag(R::WRAPPER, &body));
         }
     }
 }
