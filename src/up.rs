@@ -3,7 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use mecfed_api::{AdminState, ApiState, HttpMetrics, admin_router, router, serve};
+use mecfed_api::{
+    AdminState, ApiState, HttpMetrics, admin_router,
+    notify::{Notifier, NotifierConfig, NotifyMetrics},
+    router, serve,
+};
 use mecfed_scheduler::{Controller, ControllerConfig, SchedulerMetrics};
 use mecfed_store::{AnyStore, Metered, StoreMetrics};
 use prometheus::Registry;
@@ -74,6 +78,8 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     mecfed_api::auth::ensure_operator_secret(&api_state.store, &secret)
         .await
         .context("registering the operator's client secret")?;
+    let notifier = Notifier::new(api_state.store.clone(), NotifierConfig::default())
+        .with_metrics(NotifyMetrics::register(&registry)?);
     let api = router(api_state);
     let controller = Controller::new(
         store.clone(),
@@ -103,16 +109,18 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     };
     let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
     let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx.clone())));
-    let scheduler_task = tokio::spawn(controller.run(stopped(stop_rx)));
+    let scheduler_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
+    let notifier_task = tokio::spawn(notifier.run(stopped(stop_rx)));
 
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c) = tokio::join!(api_task, admin_task, scheduler_task);
+        let (a, b, c, d) = tokio::join!(api_task, admin_task, scheduler_task, notifier_task);
         a??;
         b??;
         c?;
+        d?;
         anyhow::Ok(())
     })
     .await;

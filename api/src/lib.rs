@@ -17,6 +17,7 @@ pub mod camara;
 mod error;
 pub mod mec;
 mod metrics;
+pub mod notify;
 mod problem;
 pub mod sites;
 mod ues;
@@ -316,7 +317,10 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
 
 /// MEC 011 application support (authenticated by the caller's router).
 fn mec_app_support<S: Store>() -> Router<ApiState<S>> {
-    use mec::app_support as a;
+    use mec::{
+        app_support as a,
+        subscriptions::{self as subs, AppTerminationSubscription as AppTermination},
+    };
     use mecfed_core::mec_rules::{DnsRule, TrafficRule};
     let root = mec::APP_SUPPORT_ROOT;
     let app = format!("{root}/applications/{{app_instance_id}}");
@@ -349,13 +353,24 @@ fn mec_app_support<S: Store>() -> Router<ApiState<S>> {
             &format!("{app}/dns_rules/{{dns_rule_id}}"),
             get(a::get_rule::<DnsRule, S>).put(a::put_rule::<DnsRule, S>),
         )
+        .route(
+            &format!("{app}/subscriptions"),
+            get(subs::list::<AppTermination, S>).post(subs::create::<AppTermination, S>),
+        )
+        .route(
+            &format!("{app}/subscriptions/{{subscription_id}}"),
+            get(subs::get::<AppTermination, S>).delete(subs::delete::<AppTermination, S>),
+        )
         .route(&format!("{root}/timing/timing_caps"), get(a::timing_caps))
         .route(&format!("{root}/timing/current_time"), get(a::current_time))
 }
 
 /// MEC 011 service management (authenticated by the caller's router).
 fn mec_service_mgmt<S: Store>() -> Router<ApiState<S>> {
-    use mec::service_mgmt as m;
+    use mec::{
+        service_mgmt as m,
+        subscriptions::{self as subs, SerAvailabilitySubscription as SerAvailability},
+    };
     let root = m::SERVICE_MGMT_ROOT;
     let app = format!("{root}/applications/{{app_instance_id}}");
     Router::new()
@@ -374,6 +389,14 @@ fn mec_service_mgmt<S: Store>() -> Router<ApiState<S>> {
             get(m::get_app_service::<S>)
                 .put(m::put_app_service::<S>)
                 .delete(m::delete_app_service::<S>),
+        )
+        .route(
+            &format!("{app}/subscriptions"),
+            get(subs::list::<SerAvailability, S>).post(subs::create::<SerAvailability, S>),
+        )
+        .route(
+            &format!("{app}/subscriptions/{{subscription_id}}"),
+            get(subs::get::<SerAvailability, S>).delete(subs::delete::<SerAvailability, S>),
         )
         .route(
             &format!("{root}/liveness/{{service_id}}"),

@@ -29,6 +29,10 @@ use crate::{
     util::{now_unix, random_hex, sha256_hex},
 };
 
+/// How long an agent lets an instance stop before it kills it (the agent's default grace
+/// period), announced in MEC 011 termination notifications as `maxGracefulTimeout`.
+pub const AGENT_STOP_GRACE_SECONDS: u32 = 10;
+
 /// Default lifetime of a join token.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Longest lifetime of a join token.
@@ -374,6 +378,15 @@ pub(crate) async fn report_instance<S: Store>(
     let current = st.store.get::<Instance>(id.as_str()).await?;
     if current.as_ref().map(|c| &c.value) != Some(&instance) {
         st.store.put(&instance).await?;
+        let was = current.map(|c| c.value.state);
+        if instance.state == InstanceState::Terminating && was != Some(InstanceState::Terminating) {
+            crate::mec::subscriptions::instance_terminating(
+                &st.store,
+                &id,
+                AGENT_STOP_GRACE_SECONDS,
+            )
+            .await?;
+        }
     }
     Ok(StatusCode::NO_CONTENT)
 }

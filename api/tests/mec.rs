@@ -3,76 +3,12 @@
 
 mod support;
 
-use mecfed_api::{Principal, auth::Role};
-use mecfed_core::{AppId, DeveloperId, Instance, InstanceId, InstanceState, SiteId};
+use mecfed_core::{Instance, InstanceState};
 use mecfed_store::typed::Typed;
 use serde_json::{Value, json};
-use support::api;
+use support::{INST, instance_token, world};
 
 const MEC: &str = "/mec_app_support/v1";
-const INST: &str = "arena-cork-a-0";
-
-fn arena(developer: &str) -> Value {
-    json!({
-        "id": "arena", "developer": developer, "name": "Arena", "version": "1",
-        "artefact": {"kind": "process", "command": "arena"},
-        "ports": [{"name": "game", "port": 0, "protocol": "UDP"}],
-        "resources": {"cpuMillicores": 500, "memoryBytes": 134217728, "sessionSlots": 50},
-        "readiness": {"kind": "mecConfirmReady"},
-        "qos": {"latencyBudgetMs": 15, "maxSessionsPerInstance": 50, "demandAreas": []}
-    })
-}
-
-fn instance_token(api: &support::Api, id: &str) -> String {
-    let p = Principal {
-        client_id: format!("inst.{id}"),
-        role: Role::Instance,
-        developer: Some(DeveloperId::new("alpha").unwrap()),
-        app: Some(AppId::new("arena").unwrap()),
-        instance: Some(InstanceId::new(id).unwrap()),
-        scopes: mecfed_api::auth::scopes::INSTANCE
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        rate: mecfed_api::auth::RateLimit::INSTANCE,
-    };
-    api.auth.issue(&p).0
-}
-
-/// Alpha's arena with one instance running in Cork (reported Starting, pid 42) and a
-/// second one; beta, another tenant.
-async fn world() -> (support::Api, String, String, String) {
-    let api = api();
-    let alpha = api.developer_token("alpha");
-    let beta = api.developer_token("beta");
-    let (s, v) = api
-        .call(
-            "PUT",
-            "/mecfed/v1/apps/arena",
-            Some(&alpha),
-            Some(arena("alpha")),
-        )
-        .await;
-    assert_eq!(s, 201, "{v}");
-    let typed = Typed::new(api.store.clone());
-    for (id, pid) in [(INST, 42), ("arena-cork-a-1", 43)] {
-        typed
-            .put(&Instance {
-                id: InstanceId::new(id).unwrap(),
-                app: AppId::new("arena").unwrap(),
-                site: SiteId::new("cork-a").unwrap(),
-                state: InstanceState::Starting,
-                endpoint: Some("10.0.0.1:4000".into()),
-                pid: Some(pid),
-                sessions: None,
-            })
-            .await
-            .unwrap();
-    }
-    let me = instance_token(&api, INST);
-    (api, alpha, beta, me)
-}
-
 async fn state_of(api: &support::Api, id: &str) -> InstanceState {
     Typed::new(api.store.clone())
         .get::<Instance>(id)

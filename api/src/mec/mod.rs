@@ -12,6 +12,7 @@
 
 pub mod app_support;
 pub mod service_mgmt;
+pub mod subscriptions;
 
 use axum::{
     Json,

@@ -23,7 +23,10 @@ use mecfed_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{MecBody, Wrapped, check_if_match, etag_header, etag_of, instance_for};
+use super::{
+    MecBody, Wrapped, check_if_match, etag_header, etag_of, instance_for,
+    subscriptions::{ServiceChange, service_changed},
+};
 use crate::{
     ApiError, ApiState,
     auth::{Principal, scopes},
@@ -388,6 +391,13 @@ pub(crate) async fn create_service<S: Store>(
         heartbeat_at: now_unix(),
     };
     st.store.create(&svc).await?;
+    service_changed(
+        &st.store,
+        &svc.developer,
+        &svc.answer(None),
+        ServiceChange::Added,
+    )
+    .await?;
     let path = format!(
         "{SERVICE_MGMT_ROOT}/applications/{}/services/{}",
         inst.id, svc.id
@@ -449,6 +459,7 @@ pub(crate) async fn put_app_service<S: Store>(
     info.ser_instance_id = None;
     info.links = None;
     info.is_local = None;
+    let before = svc.value.answer(None);
     let mut next = svc.value;
     next.info = info;
     next.heartbeat_at = now_unix();
@@ -461,6 +472,10 @@ pub(crate) async fn put_app_service<S: Store>(
             }
             e => e.into(),
         })?;
+    let after = next.answer(None);
+    if let Some(change) = ServiceChange::of_update(&before, &after) {
+        service_changed(&st.store, &next.developer, &after, change).await?;
+    }
     Ok(with_etag(&next.answer(p.instance.as_ref()), StatusCode::OK))
 }
 
@@ -471,7 +486,7 @@ pub(crate) async fn delete_app_service<S: Store>(
 ) -> Result<StatusCode, ApiError> {
     p.require(scopes::MEC_SERVICE_MGMT)?;
     let (svc, _) = provided(&st.store, &p, &raw, &id).await?;
-    st.store.delete::<MecService>(&svc.value.id, None).await?;
+    removed(&st.store, &svc.value).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -568,7 +583,21 @@ pub(crate) async fn forget_provider<S: Store>(
 ) -> Result<(), ApiError> {
     let (all, _) = store.list::<MecService>().await?;
     for s in all.into_iter().filter(|s| &s.value.instance == instance) {
-        store.delete::<MecService>(&s.value.id, None).await?;
+        removed(store, &s.value).await?;
+    }
+    Ok(())
+}
+
+/// Deletes a service and tells the subscribers of its tenant.
+async fn removed<S: Store>(store: &Typed<S>, svc: &MecService) -> Result<(), ApiError> {
+    if store.delete::<MecService>(&svc.id, None).await? {
+        service_changed(
+            store,
+            &svc.developer,
+            &svc.answer(None),
+            ServiceChange::Removed,
+        )
+        .await?;
     }
     Ok(())
 }

@@ -8,9 +8,10 @@ use axum::{
     http::{Request, header},
 };
 use http_body_util::BodyExt;
-use mecfed_api::{ApiState, Auth, HttpMetrics, Principal, router};
-use mecfed_store::EmbeddedStore;
-use serde_json::Value;
+use mecfed_api::{ApiState, Auth, HttpMetrics, Principal, auth::Role, router};
+use mecfed_core::{AppId, DeveloperId, Instance, InstanceId, InstanceState, SiteId};
+use mecfed_store::{EmbeddedStore, typed::Typed};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 pub struct Api {
@@ -60,7 +61,35 @@ impl Api {
         bearer: Option<&str>,
         body: Option<(&str, String)>,
     ) -> (u16, axum::http::HeaderMap, Value) {
+        self.send_with(method, uri, bearer, &[], body).await
+    }
+
+    /// A JSON request with extra headers (e.g. `If-Match`).
+    pub async fn call_with(
+        &self,
+        method: &str,
+        uri: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, axum::http::HeaderMap, Value) {
+        let body = body.map(|v| ("application/json", v.to_string()));
+        self.send_with(method, uri, bearer, headers, body).await
+    }
+
+    /// A request with extra headers and a body of any media type.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        uri: &str,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<(&str, String)>,
+    ) -> (u16, axum::http::HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(t) = bearer {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -123,4 +152,69 @@ impl Api {
         let id = mecfed_core::DeveloperId::new(id).unwrap();
         self.auth.issue(&Principal::developer(id)).0
     }
+}
+
+// === a MEC world: alpha's arena with two instances ===
+
+pub const INST: &str = "arena-cork-a-0";
+
+pub fn arena(developer: &str) -> Value {
+    json!({
+        "id": "arena", "developer": developer, "name": "Arena", "version": "1",
+        "artefact": {"kind": "process", "command": "arena"},
+        "ports": [{"name": "game", "port": 0, "protocol": "UDP"}],
+        "resources": {"cpuMillicores": 500, "memoryBytes": 134217728, "sessionSlots": 50},
+        "readiness": {"kind": "mecConfirmReady"},
+        "qos": {"latencyBudgetMs": 15, "maxSessionsPerInstance": 50, "demandAreas": []}
+    })
+}
+
+pub fn instance_token(api: &Api, id: &str) -> String {
+    let p = Principal {
+        client_id: format!("inst.{id}"),
+        role: Role::Instance,
+        developer: Some(DeveloperId::new("alpha").unwrap()),
+        app: Some(AppId::new("arena").unwrap()),
+        instance: Some(InstanceId::new(id).unwrap()),
+        scopes: mecfed_api::auth::scopes::INSTANCE
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        rate: mecfed_api::auth::RateLimit::INSTANCE,
+    };
+    api.auth.issue(&p).0
+}
+
+/// Alpha's arena with one instance running in Cork (reported Starting, pid 42) and a
+/// second one; beta, another tenant.
+pub async fn world() -> (Api, String, String, String) {
+    let api = api();
+    let alpha = api.developer_token("alpha");
+    let beta = api.developer_token("beta");
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/mecfed/v1/apps/arena",
+            Some(&alpha),
+            Some(arena("alpha")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let typed = Typed::new(api.store.clone());
+    for (id, pid) in [(INST, 42), ("arena-cork-a-1", 43)] {
+        typed
+            .put(&Instance {
+                id: InstanceId::new(id).unwrap(),
+                app: AppId::new("arena").unwrap(),
+                site: SiteId::new("cork-a").unwrap(),
+                state: InstanceState::Starting,
+                endpoint: Some("10.0.0.1:4000".into()),
+                pid: Some(pid),
+                sessions: None,
+            })
+            .await
+            .unwrap();
+    }
+    let me = instance_token(&api, INST);
+    (api, alpha, beta, me)
 }
