@@ -80,6 +80,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         .context("registering the operator's client secret")?;
     let notifier = Notifier::new(api_state.store.clone(), NotifierConfig::default())
         .with_metrics(NotifyMetrics::register(&registry)?);
+    let reporter = mecfed_api::mec::location::Reporter::new(api_state.store.clone());
     let api = router(api_state);
     let controller = Controller::new(
         store.clone(),
@@ -110,17 +111,25 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
     let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx.clone())));
     let scheduler_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
-    let notifier_task = tokio::spawn(notifier.run(stopped(stop_rx)));
+    let notifier_task = tokio::spawn(notifier.run(stopped(stop_rx.clone())));
+    let reporter_task = tokio::spawn(reporter.run(stopped(stop_rx)));
 
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c, d) = tokio::join!(api_task, admin_task, scheduler_task, notifier_task);
+        let (a, b, c, d, e) = tokio::join!(
+            api_task,
+            admin_task,
+            scheduler_task,
+            notifier_task,
+            reporter_task
+        );
         a??;
         b??;
         c?;
         d?;
+        e?;
         anyhow::Ok(())
     })
     .await;

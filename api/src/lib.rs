@@ -290,6 +290,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         )
         .merge(mec_app_support::<S>())
         .merge(mec_service_mgmt::<S>())
+        .merge(mec_location::<S>())
         .route(
             &format!("{}/retrieve-closest-edge-cloud-zone", camara::SED_ROOT),
             post(camara::sed::retrieve_closest::<S>),
@@ -401,6 +402,40 @@ fn mec_service_mgmt<S: Store>() -> Router<ApiState<S>> {
         .route(
             &format!("{root}/liveness/{{service_id}}"),
             get(m::get_liveness::<S>).patch(m::patch_liveness::<S>),
+        )
+}
+
+/// MEC 013 location (authenticated by the caller's router).
+fn mec_location<S: Store>() -> Router<ApiState<S>> {
+    use mec::location as l;
+    let root = l::LOCATION_ROOT;
+    let zone = format!("{root}/queries/zones/{{zone_id}}");
+    let subs = format!("{root}/subscriptions/{{collection}}");
+    Router::new()
+        .route(&format!("{root}/queries/users"), get(l::query_users::<S>))
+        .route(&format!("{root}/queries/zones"), get(l::query_zones::<S>))
+        .route(&zone, get(l::query_zone::<S>))
+        .route(
+            &format!("{zone}/accessPoints"),
+            get(l::query_access_points::<S>),
+        )
+        .route(
+            &format!("{zone}/accessPoints/{{access_point_id}}"),
+            get(l::query_access_point::<S>),
+        )
+        .route(
+            &format!("{root}/queries/distance"),
+            get(l::query_distance::<S>),
+        )
+        .route(
+            &subs,
+            get(l::list_subscriptions::<S>).post(l::create_subscription::<S>),
+        )
+        .route(
+            &format!("{subs}/{{subscription_id}}"),
+            get(l::get_subscription::<S>)
+                .put(l::put_subscription::<S>)
+                .delete(l::delete_subscription::<S>),
         )
 }
 

@@ -78,8 +78,12 @@ pub(crate) async fn put_ue<S: Store>(
             )));
         }
     }
-    let existed = all.iter().any(|v| v.value.id == id);
+    let before: Vec<Ue> = all.into_iter().map(|v| v.value).collect();
+    let existed = before.iter().any(|u| u.id == id);
     st.store.put(&ue).await?;
+    let mut after: Vec<Ue> = before.iter().filter(|u| u.id != id).cloned().collect();
+    after.push(ue.clone());
+    crate::mec::location::ue_changed(&st.store, &ue, &before, &after).await?;
     let status = if existed {
         StatusCode::OK
     } else {
@@ -96,6 +100,13 @@ pub(crate) async fn delete_ue<S: Store>(
 ) -> Result<StatusCode, ApiError> {
     p.require(scopes::ADMIN)?;
     let id = ue_id(&raw)?;
-    st.store.delete::<Ue>(id.as_str(), None).await?;
+    let (before, _) = st.store.list::<Ue>().await?;
+    let before: Vec<Ue> = before.into_iter().map(|v| v.value).collect();
+    if let Some(gone) = before.iter().find(|u| u.id == id).cloned()
+        && st.store.delete::<Ue>(id.as_str(), None).await?
+    {
+        let after: Vec<Ue> = before.iter().filter(|u| u.id != id).cloned().collect();
+        crate::mec::location::ue_changed(&st.store, &gone, &before, &after).await?;
+    }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,8 +3,8 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccessKind, AppId, GeoPoint, InstanceId, OperatorId, SessionId, UeId, ValidationError,
-    error::ensure,
+    AccessKind, AppId, DeveloperId, GeoPoint, InstanceId, OperatorId, SessionId, UeId,
+    ValidationError, error::ensure,
 };
 
 /// How the network identifies a UE (CAMARA `Device`): at least one of these.
@@ -83,6 +83,10 @@ pub struct Ue {
     /// Current attachment, while attached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment: Option<Attachment>,
+    /// The tenants (developers) the subscriber consented to show its network data to, in
+    /// the ETSI MEC location and radio APIs; the operator sees every UE.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_with: Vec<DeveloperId>,
 }
 
 impl Ue {
@@ -93,6 +97,7 @@ impl Ue {
             id,
             identity,
             attachment: None,
+            shared_with: Vec::new(),
         })
     }
 

@@ -11,6 +11,7 @@
 //! or without the wrapper. Errors are RFC 7807 `ProblemDetails`.
 
 pub mod app_support;
+pub mod location;
 pub mod service_mgmt;
 pub mod subscriptions;
 
