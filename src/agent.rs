@@ -28,6 +28,7 @@ fn site(args: &AgentArgs) -> anyhow::Result<Site> {
     )?;
     site.access_kinds = args.access_kinds.iter().map(|&k| k.into()).collect();
     site.access_points = args.access_points.clone();
+    site.plmn = args.plmn.clone();
     site.labels = args.labels.iter().cloned().collect();
     site.validate()?;
     Ok(site)

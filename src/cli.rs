@@ -67,6 +67,10 @@ pub struct AgentArgs {
     /// Cell and Wi-Fi AP ids the site serves (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub access_points: Vec<String>,
+    /// The PLMN the site's cells broadcast, MCC-MNC (e.g. 272-01); needed for the radio
+    /// network information API (MEC 012).
+    #[arg(long, value_parser = |s: &str| mecfed_core::Plmn::parse(s).map_err(|e| e.to_string()))]
+    pub plmn: Option<mecfed_core::Plmn>,
     /// Labels, key=value (comma-separated).
     #[arg(long, value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,

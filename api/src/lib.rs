@@ -291,6 +291,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .merge(mec_app_support::<S>())
         .merge(mec_service_mgmt::<S>())
         .merge(mec_location::<S>())
+        .merge(mec_rni::<S>())
         .route(
             &format!("{}/retrieve-closest-edge-cloud-zone", camara::SED_ROOT),
             post(camara::sed::retrieve_closest::<S>),
@@ -402,6 +403,29 @@ fn mec_service_mgmt<S: Store>() -> Router<ApiState<S>> {
         .route(
             &format!("{root}/liveness/{{service_id}}"),
             get(m::get_liveness::<S>).patch(m::patch_liveness::<S>),
+        )
+}
+
+/// MEC 012 radio network information (authenticated by the caller's router).
+fn mec_rni<S: Store>() -> Router<ApiState<S>> {
+    use mec::rni as r;
+    let root = r::RNI_ROOT;
+    Router::new()
+        .route(&format!("{root}/queries/rab_info"), get(r::rab_info::<S>))
+        .route(&format!("{root}/queries/plmn_info"), get(r::plmn_info::<S>))
+        .route(
+            &format!("{root}/queries/layer2_meas"),
+            get(r::layer2_meas::<S>),
+        )
+        .route(
+            &format!("{root}/subscriptions"),
+            get(r::list_subscriptions::<S>).post(r::create_subscription::<S>),
+        )
+        .route(
+            &format!("{root}/subscriptions/{{subscription_id}}"),
+            get(r::get_subscription::<S>)
+                .put(r::put_subscription::<S>)
+                .delete(r::delete_subscription::<S>),
         )
 }
 

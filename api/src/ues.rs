@@ -84,6 +84,8 @@ pub(crate) async fn put_ue<S: Store>(
     let mut after: Vec<Ue> = before.iter().filter(|u| u.id != id).cloned().collect();
     after.push(ue.clone());
     crate::mec::location::ue_changed(&st.store, &ue, &before, &after).await?;
+    let previous = before.iter().find(|u| u.id == id);
+    crate::mec::rni::ue_changed(&st.store, previous, Some(&ue)).await?;
     let status = if existed {
         StatusCode::OK
     } else {

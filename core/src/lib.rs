@@ -32,5 +32,7 @@ pub use policy::{
     SiteSelector, SpreadBy, SpreadConstraint, StaticWeight, Toleration,
 };
 pub use resources::Resources;
-pub use site::{AccessKind, LimitEnforcement, Site, SiteKind, SiteStatus, Taint, TaintEffect};
+pub use site::{
+    AccessKind, LimitEnforcement, Plmn, Site, SiteKind, SiteStatus, Taint, TaintEffect,
+};
 pub use ue::{Attachment, Session, Ue, UeIdentity, validate_phone_number};

@@ -119,6 +119,50 @@ pub struct Site {
     /// `host:port` of the site agent's admin listener (instance logs), as the platform reaches it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_endpoint: Option<String>,
+    /// The PLMN its cells broadcast; cells of a site without one are outside the radio
+    /// network information service (MEC 012).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plmn: Option<Plmn>,
+}
+
+/// A Public Land Mobile Network identity (3GPP TS 23.003): mobile country and network code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Plmn {
+    /// Mobile country code, 3 digits.
+    pub mcc: String,
+    /// Mobile network code, 2 or 3 digits.
+    pub mnc: String,
+}
+
+impl Plmn {
+    /// Parses `MCC-MNC`, e.g. `272-01`.
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let (mcc, mnc) = s
+            .split_once('-')
+            .ok_or_else(|| ValidationError::new("plmn", "must be MCC-MNC, e.g. 272-01"))?;
+        let p = Self {
+            mcc: mcc.into(),
+            mnc: mnc.into(),
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Three digits of MCC, two or three of MNC.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let digits = |v: &str| v.bytes().all(|b| b.is_ascii_digit());
+        ensure(
+            self.mcc.len() == 3 && digits(&self.mcc),
+            "plmn.mcc",
+            "must be 3 digits",
+        )?;
+        ensure(
+            (2..=3).contains(&self.mnc.len()) && digits(&self.mnc),
+            "plmn.mnc",
+            "must be 2 or 3 digits",
+        )
+    }
 }
 
 impl Site {
@@ -147,6 +191,7 @@ impl Site {
             kind: SiteKind::EdgeNode,
             limit_enforcement: LimitEnforcement::Unenforced,
             agent_endpoint: None,
+            plmn: None,
         };
         site.validate()?;
         Ok(site)
@@ -174,6 +219,9 @@ impl Site {
                 "access point ids must have 1 to 64 characters",
             )?;
         }
+        if let Some(p) = &self.plmn {
+            p.validate()?;
+        }
         Ok(())
     }
 
@@ -186,6 +234,19 @@ impl Site {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plmns_parse_as_mcc_dash_mnc() {
+        let p = Plmn::parse("272-01").unwrap();
+        assert_eq!((p.mcc.as_str(), p.mnc.as_str()), ("272", "01"));
+        assert!(Plmn::parse("310-410").is_ok());
+        for bad in ["27201", "27-01", "272-1", "272-0001", "a72-01"] {
+            assert!(
+                Plmn::parse(bad).unwrap_err().field.starts_with("plmn"),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn json_is_camel_case_and_round_trips() {

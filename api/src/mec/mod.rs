@@ -12,6 +12,7 @@
 
 pub mod app_support;
 pub mod location;
+pub mod rni;
 pub mod service_mgmt;
 pub mod subscriptions;
 
