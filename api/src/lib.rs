@@ -292,6 +292,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
         .merge(mec_service_mgmt::<S>())
         .merge(mec_location::<S>())
         .merge(mec_rni::<S>())
+        .merge(mec_ams::<S>())
         .route(
             &format!("{}/retrieve-closest-edge-cloud-zone", camara::SED_ROOT),
             post(camara::sed::retrieve_closest::<S>),
@@ -403,6 +404,42 @@ fn mec_service_mgmt<S: Store>() -> Router<ApiState<S>> {
         .route(
             &format!("{root}/liveness/{{service_id}}"),
             get(m::get_liveness::<S>).patch(m::patch_liveness::<S>),
+        )
+}
+
+/// MEC 021 application mobility (authenticated by the caller's router).
+fn mec_ams<S: Store>() -> Router<ApiState<S>> {
+    use mec::ams as a;
+    let root = a::AMS_ROOT;
+    let one = format!("{root}/app_mobility_services/{{app_mobility_service_id}}");
+    Router::new()
+        .route(
+            &format!("{root}/app_mobility_services"),
+            get(a::list_registrations::<S>).post(a::create_registration::<S>),
+        )
+        .route(
+            &one,
+            get(a::get_registration::<S>)
+                .put(a::put_registration::<S>)
+                .delete(a::delete_registration::<S>),
+        )
+        .route(
+            &format!("{one}/deregister_task"),
+            post(a::deregister_task::<S>),
+        )
+        .route(
+            &format!("{root}/queries/adjacent_app_instances"),
+            get(a::adjacent_app_instances::<S>),
+        )
+        .route(
+            &format!("{root}/subscriptions"),
+            get(a::list_subscriptions::<S>).post(a::create_subscription::<S>),
+        )
+        .route(
+            &format!("{root}/subscriptions/{{subscription_id}}"),
+            get(a::get_subscription::<S>)
+                .put(a::put_subscription::<S>)
+                .delete(a::delete_subscription::<S>),
         )
 }
 

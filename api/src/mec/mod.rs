@@ -10,6 +10,7 @@
 //! their type (`{"AppInfo": {...}}`); mecfed answers in that form and accepts requests with
 //! or without the wrapper. Errors are RFC 7807 `ProblemDetails`.
 
+pub mod ams;
 pub mod app_support;
 pub mod location;
 pub mod rni;
