@@ -1,0 +1,259 @@
+//! Subscriptions end to end across real processes: `mecfed up` (embedded store) with two
+//! agents in two zones, a developer's MEC 013 user-location subscription whose callback is
+//! a server in this test, UE moves written by the operator, and delivery that survives the
+//! platform's restart while the callback was refusing.
+
+use std::{
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+use mecfed_e2e::{Proc, free_port, mecfed_bin, wait_for_status};
+use serde_json::{Value, json};
+
+const START: Duration = Duration::from_secs(90);
+
+#[derive(Clone, Default)]
+struct Callback {
+    got: Arc<Mutex<Vec<Value>>>,
+    refusing: Arc<AtomicBool>,
+}
+
+async fn receive(State(c): State<Callback>, Json(body): Json<Value>) -> StatusCode {
+    if c.refusing.load(Ordering::SeqCst) {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
+    c.got.lock().unwrap().push(body);
+    StatusCode::NO_CONTENT
+}
+
+fn up(api: u16, admin: u16, data: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.arg("up")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{api}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
+    Proc::spawn("mecfed up", &mut cmd).unwrap()
+}
+
+fn agent(
+    api: u16,
+    token: &str,
+    site: &str,
+    zone: &str,
+    cell: &str,
+    data: &std::path::Path,
+) -> Proc {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.arg("agent")
+        .args([
+            "--site-id",
+            site,
+            "--operator",
+            "op-a",
+            "--region",
+            "ireland",
+        ])
+        .args(["--zone", zone, "--lat", "52.0", "--lon", "-8.0"])
+        .args(["--capacity", "cpu=1000m,memory=1Gi,sessions=10"])
+        .args(["--access-kinds", "nr5g", "--access-points", cell])
+        .args(["--controller", &format!("http://127.0.0.1:{api}")])
+        .args(["--join-token", token])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(data.join(site));
+    Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
+}
+
+async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(5));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + START;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn events(got: &[Value]) -> Vec<String> {
+    got.iter()
+        .map(|b| match b.get("userLocationEventNotification") {
+            Some(n) => format!(
+                "{} {}",
+                n["userLocationEvent"].as_str().unwrap(),
+                n["zoneId"].as_str().unwrap()
+            ),
+            None => b
+                .as_object()
+                .and_then(|m| m.keys().next().cloned())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn location_notifications_reach_the_callback_in_order_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api, admin) = (free_port(), free_port());
+    let server = format!("http://127.0.0.1:{api}");
+    let data = dir.path().join("platform");
+    let mut platform = up(api, admin, &data);
+    wait_for_status(&format!("http://127.0.0.1:{admin}/ready"), 200, START)
+        .await
+        .unwrap();
+    let operator = mecfed_e2e::authorize(&server, &data).await.unwrap();
+    let out = mecfed_e2e::ctl(&server)
+        .args(["-o", "json", "developers", "create", "studio"])
+        .args(["--app-provider", "StudioGames"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let account: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = mecfed_e2e::ctl(&server)
+        .args(["join-token", "create"])
+        .output()
+        .unwrap();
+    let join = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _cork = agent(api, &join, "cork-1", "cork", "cell-c", dir.path());
+    let _dub = agent(api, &join, "dub-1", "dublin", "cell-d", dir.path());
+    let resp = reqwest::Client::new()
+        .post(format!("{server}/oauth2/token"))
+        .basic_auth(
+            account["clientId"].as_str().unwrap(),
+            account["clientSecret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    let token: Value = resp.json().await.unwrap();
+    let dev = token["access_token"].as_str().unwrap().to_string();
+
+    // Both zones are known to the location service once the sites joined.
+    let deadline = Instant::now() + START;
+    loop {
+        let (_, z) = call(
+            "GET",
+            &format!("{server}/location/v2/queries/zones"),
+            &dev,
+            None,
+        )
+        .await;
+        if z["zoneList"]["zone"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sites did not join: {z}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The developer's callback, and its subscription with a test notification.
+    let cb = Callback::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cb_url = format!("http://{}/location", listener.local_addr().unwrap());
+    let app = Router::new()
+        .route("/location", post(receive))
+        .with_state(cb.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (s, v) = call(
+        "POST",
+        &format!("{server}/location/v2/subscriptions/users"),
+        &dev,
+        Some(json!({"userLocationEventSubscription": {
+            "subscriptionType": "UserLocationEventSubscription",
+            "callbackReference": cb_url,
+            "address": "acr:10.0.0.1",
+            "requestTestNotification": true,
+        }})),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+
+    let ue = |cell: &str| {
+        json!({"id": "phone-1", "identity": {"ipv4Address": "10.0.0.1"}, "sharedWith": ["studio"],
+            "attachment": {"access": "nr5g", "accessPoint": cell, "operator": "op-a",
+                "location": {"latitude": 52.0, "longitude": -8.0}}})
+    };
+    let (s, v) = call(
+        "PUT",
+        &format!("{server}/mecfed/v1/ues/phone-1"),
+        &operator,
+        Some(ue("cell-c")),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    eventually("two notifications", || cb.got.lock().unwrap().len() == 2).await;
+    assert_eq!(
+        events(&cb.got.lock().unwrap()),
+        ["testNotification", "ENTERING_AREA_EVENT cork"]
+    );
+
+    // The callback goes down; the phone moves to Dublin; the platform restarts meanwhile.
+    cb.refusing.store(true, Ordering::SeqCst);
+    let (s, _) = call(
+        "PUT",
+        &format!("{server}/mecfed/v1/ues/phone-1"),
+        &operator,
+        Some(ue("cell-d")),
+    )
+    .await;
+    assert_eq!(s, 200);
+    platform.terminate().unwrap();
+    assert!(
+        platform
+            .wait_exit(Duration::from_secs(30))
+            .unwrap()
+            .success()
+    );
+    let _platform = up(api, admin, &data);
+    wait_for_status(&format!("http://127.0.0.1:{admin}/ready"), 200, START)
+        .await
+        .unwrap();
+    cb.refusing.store(false, Ordering::SeqCst);
+    eventually("the move's notifications after the restart", || {
+        cb.got.lock().unwrap().len() == 4
+    })
+    .await;
+    assert_eq!(
+        events(&cb.got.lock().unwrap()),
+        [
+            "testNotification",
+            "ENTERING_AREA_EVENT cork",
+            "LEAVING_AREA_EVENT cork",
+            "ENTERING_AREA_EVENT dublin"
+        ]
+    );
+    let (_, metrics) = mecfed_e2e::get(&format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"mecfed_notifications_delivered_total{family="mec013.UserLocationEvent"} 2"#
+        ),
+        "{metrics}"
+    );
+}
