@@ -249,6 +249,23 @@ pub enum CtlCommand {
     /// UE network contexts: list, or create/replace one from a JSON file.
     #[command(subcommand)]
     Ues(UesCommand),
+    /// Subscriptions of every ETSI MEC family (the caller's; the operator: all).
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// CAMARA app deployments (several zones each).
+    Deployments,
+}
+
+/// `mecfed ctl subscriptions`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum SubscriptionsCommand {
+    /// List subscriptions with their callback and what waits for delivery.
+    List,
+    /// Delete a subscription; what is pending for it is not delivered.
+    Delete {
+        /// Subscription id.
+        id: String,
+    },
 }
 
 /// `mecfed ctl developers`.

@@ -13,7 +13,8 @@ use mecfed_scheduler::{Explanation, Unmet};
 use serde_json::json;
 
 use crate::cli::{
-    AppsCommand, CtlArgs, CtlCommand, DevelopersCommand, JoinTokenCommand, OutputFormat, UesCommand,
+    AppsCommand, CtlArgs, CtlCommand, DevelopersCommand, JoinTokenCommand, OutputFormat,
+    SubscriptionsCommand, UesCommand,
 };
 
 /// An access token for the configured client, from the platform's token endpoint.
@@ -255,6 +256,66 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                                 z.edge_cloud_provider.clone(),
                                 z.edge_cloud_region.clone(),
                                 z.edge_cloud_zone_id.clone(),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Subscriptions(SubscriptionsCommand::List) => {
+            let subs: Vec<mecfed_api::notify::SubscriptionView> =
+                get_json(&client, &format!("{base}/mecfed/v1/subscriptions")).await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&subs)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &[
+                        "ID", "TYPE", "TENANT", "CALLBACK", "QUEUED", "PENDING", "EXPIRES",
+                    ],
+                    subs.iter()
+                        .map(|s| {
+                            vec![
+                                s.id.clone(),
+                                s.subscription_type.clone(),
+                                s.developer.clone().unwrap_or_else(|| "operator".into()),
+                                s.callback_reference.clone(),
+                                s.queued.to_string(),
+                                s.pending.to_string(),
+                                s.expiry_deadline.map(|d| d.to_string()).unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                )?,
+            }
+        }
+        CtlCommand::Subscriptions(SubscriptionsCommand::Delete { id }) => {
+            let resp = client
+                .delete(format!("{base}/mecfed/v1/subscriptions/{id}"))
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {base}"))?;
+            body_or_problem(resp).await?;
+            writeln!(out, "subscription {id} deleted")?;
+        }
+        CtlCommand::Deployments => {
+            let list: Vec<mecfed_api::camara::lifecycle::AppDeploymentInfo> = get_json(
+                &client,
+                &format!("{base}{}/deployments", mecfed_api::camara::EAM_ROOT),
+            )
+            .await?;
+            match args.output {
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+                OutputFormat::Table => write_table(
+                    &mut out,
+                    &["DEPLOYMENT", "NAME", "APP", "ZONES", "APP INSTANCES"],
+                    list.iter()
+                        .map(|d| {
+                            vec![
+                                d.app_deployment_id.clone(),
+                                d.app_deployment_name.clone(),
+                                d.app_id.clone(),
+                                d.edge_cloud_zones.join(","),
+                                d.app_instances.len().to_string(),
                             ]
                         })
                         .collect(),

@@ -217,6 +217,11 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
                 .delete(ues::delete_ue::<S>),
         )
         .route("/mecfed/v1/instances", get(sites::list_instances::<S>))
+        .route("/mecfed/v1/subscriptions", get(notify::rest::list::<S>))
+        .route(
+            "/mecfed/v1/subscriptions/{subscription_id}",
+            delete(notify::rest::delete::<S>),
+        )
         .route("/mecfed/v1/apps", get(apps::list_apps::<S>))
         .route(
             "/mecfed/v1/apps/{app_id}",

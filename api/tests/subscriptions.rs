@@ -580,3 +580,49 @@ async fn service_availability_follows_the_filter_and_the_tenant() {
         ]
     );
 }
+
+#[tokio::test]
+async fn every_familys_subscriptions_are_listed_for_their_tenant_and_deleted() {
+    let (api, alpha, beta, me) = world().await;
+    let uri = format!("{APP}/applications/{INST}/subscriptions");
+    let (s, v) = api
+        .call(
+            "POST",
+            &uri,
+            Some(&me),
+            Some(termination_sub("http://127.0.0.1:9/cb", INST)),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, list) = api
+        .call("GET", "/mecfed/v1/subscriptions", Some(&alpha), None)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let sub = &list[0];
+    assert_eq!(
+        sub["subscriptionType"],
+        "AppTerminationNotificationSubscription"
+    );
+    assert_eq!(sub["developer"], "alpha");
+    assert_eq!(
+        (sub["queued"].as_u64(), sub["pending"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let (_, none) = api
+        .call("GET", "/mecfed/v1/subscriptions", Some(&beta), None)
+        .await;
+    assert_eq!(none, json!([]));
+    let (_, all) = api.request("GET", "/mecfed/v1/subscriptions", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let id = sub["id"].as_str().unwrap();
+    let one = format!("/mecfed/v1/subscriptions/{id}");
+    let (s, _) = api.call("DELETE", &one, Some(&beta), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = api.call("DELETE", &one, Some(&alpha), None).await;
+    assert_eq!(s, 204);
+    let (s, _) = api.call("DELETE", &one, Some(&alpha), None).await;
+    assert_eq!(s, 404);
+    let (_, all) = api.request("GET", "/mecfed/v1/subscriptions", None).await;
+    assert_eq!(all, json!([]));
+}

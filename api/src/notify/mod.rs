@@ -15,6 +15,7 @@
 //! outbox. Delivery decisions (which head is due, back-off) are IO-free ([`queue`]).
 
 pub mod queue;
+pub(crate) mod rest;
 mod worker;
 
 use mecfed_core::{DeveloperId, InstanceId};
@@ -24,6 +25,7 @@ use mecfed_store::{
 };
 use serde::{Deserialize, Serialize};
 
+pub use rest::SubscriptionView;
 pub use worker::{LEADER_KEY, Notifier, NotifierConfig, NotifyMetrics};
 
 use crate::ApiError;
