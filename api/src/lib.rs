@@ -18,6 +18,7 @@ mod error;
 pub mod mec;
 mod metrics;
 pub mod notify;
+pub mod openapi;
 mod problem;
 pub mod sites;
 mod ues;
@@ -167,6 +168,7 @@ pub fn router<S: Store>(state: ApiState<S>) -> Router {
     // Open: the version, the token endpoint and its discovery documents.
     let open = Router::new()
         .route("/mecfed/v1/version", get(version))
+        .route("/openapi.json", get(openapi::serve))
         .route("/oauth2/token", post(auth::issue_token::<S>))
         .route(
             "/.well-known/openid-configuration",
