@@ -6,8 +6,9 @@
 //! implements; the router serves exactly those (`api/tests/openapi.rs` checks both ways).
 //! Each operation is copied with every component it refers to, transitively; components are
 //! renamed with the family's prefix (the files share names such as `TimeStamp`), and each
-//! operation's `security` becomes mecfed's OAuth 2.0 client-credentials scheme. The
-//! extension endpoints under `/mecfed/v1` are not in it yet.
+//! operation's `security` becomes mecfed's OAuth 2.0 client-credentials scheme. Where a file
+//! contradicts itself, a listed [`Erratum`] corrects the served copy. The extension endpoints
+//! under `/mecfed/v1` are not in it yet.
 
 use std::{collections::BTreeMap, sync::OnceLock};
 
@@ -197,10 +198,123 @@ pub const FAMILIES: &[Family] = &[
 /// The name of mecfed's security scheme in the document.
 pub const SECURITY_SCHEME: &str = "mecfedOAuth2";
 
-/// A vendored file, parsed.
-pub fn parse(family: &Family) -> Value {
+/// A vendored file, parsed as published.
+pub fn parse_verbatim(family: &Family) -> Value {
     serde_yaml::from_str(family.source).expect("the vendored OpenAPI files parse")
 }
+
+/// A vendored file, parsed, with its [`ERRATA`] applied.
+pub fn parse(family: &Family) -> Value {
+    let mut v = parse_verbatim(family);
+    for e in ERRATA
+        .iter()
+        .filter(|e| e.prefixes.contains(&family.prefix))
+    {
+        (e.apply)(&mut v);
+    }
+    v
+}
+
+/// A correction of a published file whose schema contradicts its own text; applied to the
+/// served document (each must still change its files: `api/tests/openapi.rs`).
+pub struct Erratum {
+    /// The families (by prefix) it corrects.
+    pub prefixes: &'static [&'static str],
+    /// What is wrong, and the correction.
+    pub what: &'static str,
+    /// Applies it; returns whether anything changed.
+    pub apply: fn(&mut Value) -> bool,
+}
+
+fn walk(v: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>) -> bool) -> bool {
+    let mut changed = false;
+    match v {
+        Value::Object(m) => {
+            changed |= f(m);
+            for x in m.values_mut() {
+                changed |= walk(x, f);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                changed |= walk(x, f);
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// The corrections mecfed applies.
+pub const ERRATA: &[Erratum] = &[
+    Erratum {
+        prefixes: &["mec011as_", "mec011sm_", "mec012_"],
+        what: "`enum: [SEE_DESCRIPTION]` is a conversion placeholder; the permitted values are                in the description: the enum is dropped",
+        apply: |v| {
+            walk(v, &mut |m| {
+                let placeholder = m.get("enum") == Some(&json!(["SEE_DESCRIPTION"]));
+                placeholder && m.remove("enum").is_some()
+            })
+        },
+    },
+    Erratum {
+        prefixes: &["mec011as_"],
+        what: "CurrentTime.timeSourceStatus has `enum: [source]`; its description permits                TRACEABLE and NONTRACEABLE",
+        apply: |v| {
+            let e = &mut v["components"]["schemas"]["CurrentTime"]["properties"]["timeSourceStatus"]
+                ["enum"];
+            let fixed = json!(["TRACEABLE", "NONTRACEABLE"]);
+            let changed = *e != fixed;
+            *e = fixed;
+            changed
+        },
+    },
+    Erratum {
+        prefixes: &["mec013_"],
+        what: "response wrappers of GET /subscriptions/{distance,users}/{id} require a                capitalised key that is none of their properties (users has two alternatives):                such `required` entries are dropped",
+        apply: |v| {
+            walk(&mut v["paths"], &mut |m| {
+                let Some(Value::Object(props)) = m.get("properties") else {
+                    return false;
+                };
+                let props: Vec<String> = props.keys().cloned().collect();
+                let Some(Value::Array(req)) = m.get_mut("required") else {
+                    return false;
+                };
+                let before = req.len();
+                req.retain(|r| r.as_str().is_some_and(|r| props.iter().any(|p| p == r)));
+                req.len() != before
+            })
+        },
+    },
+    Erratum {
+        prefixes: &["mec013_"],
+        what: "UserInfo names its property `AccessPointId` but requires `accessPointId`, as                the GS names it: the property is `accessPointId`",
+        apply: |v| {
+            let Some(Value::Object(props)) =
+                v["components"]["schemas"]["UserInfo"].get_mut("properties")
+            else {
+                return false;
+            };
+            match props.remove("AccessPointId") {
+                Some(p) => {
+                    props.insert("accessPointId".into(), p);
+                    true
+                }
+                None => false,
+            }
+        },
+    },
+    Erratum {
+        prefixes: &["eam_"],
+        what: "EdgeCloudZones has `minItems: 1`, yet a status filter may match no zone and a                new federation has none: an empty list is answered",
+        apply: |v| {
+            v["components"]["schemas"]["EdgeCloudZones"]
+                .as_object_mut()
+                .is_some_and(|m| m.remove("minItems").is_some())
+        },
+    },
+];
 
 /// Rewrites every local component `$ref` in `v` to `prefix`ed names and records the
 /// components it names in `wanted`.

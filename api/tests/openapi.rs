@@ -3,7 +3,9 @@
 
 mod support;
 
-use mecfed_api::openapi::{FAMILIES, SECURITY_SCHEME, document, operation, parse};
+use mecfed_api::openapi::{
+    ERRATA, FAMILIES, SECURITY_SCHEME, document, operation, parse, parse_verbatim,
+};
 use serde_json::{Value, json};
 use support::api;
 
@@ -126,6 +128,34 @@ async fn the_router_serves_exactly_the_documented_operations() {
                 let documented = fam.operations.contains(&(method, path.as_str()));
                 assert_eq!(routed(s, &v), documented, "{method} {uri}: {s} {v}");
             }
+        }
+    }
+}
+
+#[test]
+fn the_vendored_files_are_the_published_ones_and_every_erratum_still_applies() {
+    let specs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/specs");
+    let names = [
+        ("eam_", "camara/edge-application-management.yaml"),
+        ("sed_", "camara/simple-edge-discovery.yaml"),
+        ("mec011as_", "etsi-mec/MecAppSupportApi.yaml"),
+        ("mec011sm_", "etsi-mec/MecServiceMgmtApi.yaml"),
+        ("mec013_", "etsi-mec/LocationAPI.yaml"),
+        ("mec012_", "etsi-mec/RniAPI.yaml"),
+        ("mec021_", "etsi-mec/MEC021_AppMobilityService.yaml"),
+    ];
+    for fam in FAMILIES {
+        let (_, file) = names.iter().find(|(p, _)| *p == fam.prefix).unwrap();
+        let published = std::fs::read_to_string(specs.join(file))
+            .unwrap_or_else(|e| panic!("{file} beside the project: {e}"));
+        assert_eq!(fam.source, published, "{file} is vendored verbatim");
+    }
+    for e in ERRATA {
+        for prefix in e.prefixes {
+            let fam = FAMILIES.iter().find(|f| f.prefix == *prefix).unwrap();
+            let mut v = parse_verbatim(fam);
+            assert!((e.apply)(&mut v), "{prefix}: no longer needed: {}", e.what);
+            assert!(!(e.apply)(&mut v), "{prefix}: applies once: {}", e.what);
         }
     }
 }

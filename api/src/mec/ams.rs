@@ -670,10 +670,8 @@ fn owns_subscription(p: &Principal, s: &Subscription) -> bool {
                 && (p.instance.is_none() || s.instance == p.instance)))
 }
 
-fn answer(s: &Subscription) -> Value {
-    let mut body = s.body.clone();
-    body["_links"] = json!({"self": {"href": s.href}});
-    json!({ s.subscription_type.clone(): body })
+fn answer(s: &Subscription, headers: &HeaderMap) -> Value {
+    s.answer(&s.subscription_type, headers)
 }
 
 async fn owned<S: Store>(
@@ -723,6 +721,7 @@ pub(crate) async fn list_subscriptions<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_AMS)?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
@@ -745,10 +744,10 @@ pub(crate) async fn list_subscriptions<S: Store>(
         .map(|v| v.value)
         .filter(|s| owns_subscription(&p, s))
         .filter(|s| families.is_empty() || families.contains(&s.family.as_str()))
-        .map(|s| json!({"href": s.href, "subscriptionType": s.subscription_type}))
+        .map(|s| s.link(&headers))
         .collect();
     Ok(Json(json!({"SubscriptionLinkList": {"_links": {
-        "self": {"href": format!("{AMS_ROOT}/subscriptions")},
+        "self": {"href": crate::util::location(&headers, &format!("{AMS_ROOT}/subscriptions"))},
         "subscription": subs,
     }}})))
 }
@@ -793,7 +792,7 @@ pub(crate) async fn create_subscription<S: Store>(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, crate::util::location(&headers, &href))],
-        Json(answer(&stored)),
+        Json(answer(&stored, &headers)),
     )
         .into_response())
 }
@@ -802,15 +801,17 @@ pub(crate) async fn get_subscription<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_AMS)?;
-    Ok(Json(answer(&owned(&st, &p, &id).await?.value)))
+    Ok(Json(answer(&owned(&st, &p, &id).await?.value, &headers)))
 }
 
 pub(crate) async fn put_subscription<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     crate::sites::JsonBody(body): crate::sites::JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_AMS)?;
@@ -838,7 +839,7 @@ pub(crate) async fn put_subscription<S: Store>(
             ),
             e => e.into(),
         })?;
-    Ok(Json(answer(&next)))
+    Ok(Json(answer(&next, &headers)))
 }
 
 pub(crate) async fn delete_subscription<S: Store>(

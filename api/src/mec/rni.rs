@@ -542,10 +542,8 @@ fn owns(p: &Principal, sub: &Subscription) -> bool {
                 && (p.instance.is_none() || sub.instance == p.instance)))
 }
 
-fn answer(sub: &Subscription) -> Value {
-    let mut body = sub.body.clone();
-    body["_links"] = json!({"self": {"href": sub.href}});
-    json!({"CellChangeSubscription": body})
+fn answer(sub: &Subscription, headers: &HeaderMap) -> Value {
+    sub.answer("CellChangeSubscription", headers)
 }
 
 fn parse(mut v: Value) -> Result<CellChangeSubscription, ApiError> {
@@ -608,6 +606,7 @@ pub(crate) async fn list_subscriptions<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     RawQuery(raw): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_RNI)?;
     let q = query(raw.as_deref(), &["subscription_type"])?;
@@ -634,13 +633,13 @@ pub(crate) async fn list_subscriptions<S: Store>(
             .await?
             .into_iter()
             .filter(|s| owns(&p, s))
-            .map(|s| json!({"href": s.href, "subscriptionType": s.subscription_type}))
+            .map(|s| s.link(&headers))
             .collect()
     } else {
         Vec::new()
     };
     Ok(Json(json!({"SubscriptionLinkList": {"_links": {
-        "self": {"href": format!("{RNI_ROOT}/subscriptions")},
+        "self": {"href": crate::util::location(&headers, &format!("{RNI_ROOT}/subscriptions"))},
         "subscription": subs,
     }}})))
 }
@@ -685,7 +684,7 @@ pub(crate) async fn create_subscription<S: Store>(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, crate::util::location(&headers, &href))],
-        Json(answer(&stored)),
+        Json(answer(&stored, &headers)),
     )
         .into_response())
 }
@@ -694,15 +693,17 @@ pub(crate) async fn get_subscription<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_RNI)?;
-    Ok(Json(answer(&owned(&st, &p, &id).await?.value)))
+    Ok(Json(answer(&owned(&st, &p, &id).await?.value, &headers)))
 }
 
 pub(crate) async fn put_subscription<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     crate::sites::JsonBody(body): crate::sites::JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_RNI)?;
@@ -724,7 +725,7 @@ pub(crate) async fn put_subscription<S: Store>(
             ),
             e => e.into(),
         })?;
-    Ok(Json(answer(&next)))
+    Ok(Json(answer(&next, &headers)))
 }
 
 pub(crate) async fn delete_subscription<S: Store>(

@@ -192,13 +192,6 @@ fn collection<T: Mp1Subscription>(instance: &InstanceId) -> String {
     format!("{}/applications/{instance}/subscriptions", T::ROOT)
 }
 
-/// The subscription as answered: the stored body with its `_links.self`, wrapped.
-fn answer(wrapper: &str, sub: &Subscription) -> serde_json::Value {
-    let mut body = sub.body.clone();
-    body["_links"] = serde_json::json!({"self": {"href": sub.href}});
-    serde_json::json!({ wrapper: body })
-}
-
 /// The subscription `id` of `instance` in family `T`, or 404.
 async fn own<T: Mp1Subscription, S: Store>(
     st: &ApiState<S>,
@@ -217,6 +210,7 @@ pub(crate) async fn list<T: Mp1Subscription, S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     p.require(T::SCOPE)?;
     let inst = instance_for(&st.store, &p, &raw).await?.value;
@@ -224,11 +218,11 @@ pub(crate) async fn list<T: Mp1Subscription, S: Store>(
         .await?
         .into_iter()
         .filter(|s| s.instance.as_ref() == Some(&inst.id))
-        .map(|s| serde_json::json!({"href": s.href, "subscriptionType": s.subscription_type}))
+        .map(|s| s.link(&headers))
         .collect();
     Ok(Json(
         serde_json::json!({"SubscriptionLinkList": {"_links": {
-            "self": {"href": collection::<T>(&inst.id)},
+            "self": {"href": crate::util::location(&headers, &collection::<T>(&inst.id))},
             "subscriptions": subs,
         }}}),
     ))
@@ -269,7 +263,7 @@ pub(crate) async fn create<T: Mp1Subscription, S: Store>(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, crate::util::location(&headers, &href))],
-        Json(answer(T::WRAPPER, &sub)),
+        Json(sub.answer(T::WRAPPER, &headers)),
     )
         .into_response())
 }
@@ -290,11 +284,12 @@ pub(crate) async fn get<T: Mp1Subscription, S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path((raw, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     p.require(T::SCOPE)?;
     let inst = instance_for(&st.store, &p, &raw).await?.value;
     let sub = own::<T, S>(&st, &inst.id, &id).await?;
-    Ok(Json(answer(T::WRAPPER, &sub)))
+    Ok(Json(sub.answer(T::WRAPPER, &headers)))
 }
 
 pub(crate) async fn delete<T: Mp1Subscription, S: Store>(

@@ -119,6 +119,23 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
 }
 
 impl Subscription {
+    /// The subscription as its API answers it: the stored body with an absolute
+    /// `_links.self`, in the object `wrapper`.
+    pub fn answer(&self, wrapper: &str, headers: &axum::http::HeaderMap) -> serde_json::Value {
+        let mut body = self.body.clone();
+        body["_links"] =
+            serde_json::json!({"self": {"href": crate::util::location(headers, &self.href)}});
+        serde_json::json!({ wrapper: body })
+    }
+
+    /// Its entry in a subscription list: absolute `href` and `subscriptionType`.
+    pub fn link(&self, headers: &axum::http::HeaderMap) -> serde_json::Value {
+        serde_json::json!({
+            "href": crate::util::location(headers, &self.href),
+            "subscriptionType": self.subscription_type,
+        })
+    }
+
     fn notification(&self, seq: u64, body: serde_json::Value) -> Notification {
         Notification {
             subscription: self.id.clone(),

@@ -340,11 +340,9 @@ fn parse_body(mut v: Value) -> Result<LocationSubscription, ApiError> {
 }
 
 /// The subscription as answered: wrapped, with `_links.self`.
-fn answer(sub: &Subscription) -> Value {
-    let mut body = sub.body.clone();
-    body["_links"] = json!({"self": {"href": sub.href}});
+fn answer(sub: &Subscription, headers: &HeaderMap) -> Value {
     let kind = Kind::of_family(&sub.family).expect("a location family");
-    json!({ kind.wrapper(): body })
+    sub.answer(&kind.wrapper(), headers)
 }
 
 /// Whether `p` owns `sub`: its tenant's (an instance: its own).
@@ -379,6 +377,7 @@ pub(crate) async fn list_subscriptions<S: Store>(
     Extension(p): Extension<Principal>,
     Path(raw): Path<String>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_LOCATION)?;
     let coll = collection(&raw)?;
@@ -411,11 +410,11 @@ pub(crate) async fn list_subscriptions<S: Store>(
             (k.collection() == coll
                 && (types.is_empty() || types.contains(&k.query_name()))
                 && (addrs.is_empty() || addr.is_some_and(|a| addrs.contains(&a))))
-            .then(|| json!({"href": s.href, "subscriptionType": s.subscription_type}))
+            .then(|| s.link(&headers))
         })
         .collect();
     Ok(Json(json!({"notificationSubscriptionList": {
-        "resourceURL": {"href": format!("{LOCATION_ROOT}/subscriptions/{coll}")},
+        "resourceURL": {"href": crate::util::location(&headers, &format!("{LOCATION_ROOT}/subscriptions/{coll}"))},
         "subscription": subs,
     }})))
 }
@@ -475,7 +474,7 @@ pub(crate) async fn create_subscription<S: Store>(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, crate::util::location(&headers, &href))],
-        Json(answer(&stored)),
+        Json(answer(&stored, &headers)),
     )
         .into_response())
 }
@@ -484,16 +483,21 @@ pub(crate) async fn get_subscription<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path((raw, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_LOCATION)?;
     let coll = collection(&raw)?;
-    Ok(Json(answer(&owned(&st, &p, coll, &id).await?.value)))
+    Ok(Json(answer(
+        &owned(&st, &p, coll, &id).await?.value,
+        &headers,
+    )))
 }
 
 pub(crate) async fn put_subscription<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
     Path((raw, id)): Path<(String, String)>,
+    headers: HeaderMap,
     crate::sites::JsonBody(body): crate::sites::JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_LOCATION)?;
@@ -520,7 +524,7 @@ pub(crate) async fn put_subscription<S: Store>(
             ),
             e => e.into(),
         })?;
-    Ok(Json(answer(&next)))
+    Ok(Json(answer(&next, &headers)))
 }
 
 pub(crate) async fn delete_subscription<S: Store>(
