@@ -309,23 +309,6 @@ async fn registration<S: Store>(
         .ok_or_else(|| ApiError::NotFound(format!("app mobility service {id} not found")))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(mut v: Value, wrappers: &[&str]) -> Result<T, ApiError> {
-    let mut at = String::new();
-    if let Value::Object(m) = &mut v
-        && m.len() == 1
-        && let Some(key) = m.keys().next().cloned()
-        && wrappers.contains(&key.as_str())
-    {
-        v = m.remove(&key).expect("present");
-        at = key;
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { at } else { path };
-        ApiError::BadRequest(format!("invalid {field}: {}", e.into_inner()))
-    })
-}
-
 /// The tenant of the instance a registration names, after checking the caller may act for
 /// it.
 async fn consumer<S: Store>(
@@ -384,7 +367,7 @@ pub(crate) async fn create_registration<S: Store>(
     crate::sites::JsonBody(body): crate::sites::JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     p.require(scopes::MEC_AMS)?;
-    let mut info: RegistrationInfo = parse(body, &["RegistrationInfo"])?;
+    let mut info: RegistrationInfo = super::unwrap_body(body, &["RegistrationInfo"])?;
     if info.app_mobility_service_id.is_some() {
         return Err(ApiError::BadRequest(
             "invalid appMobilityServiceId: assigned by the platform, leave it out".into(),
@@ -434,7 +417,7 @@ pub(crate) async fn put_registration<S: Store>(
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_AMS)?;
     let current = registration(&st, &p, &id).await?;
-    let mut info: RegistrationInfo = parse(body, &["RegistrationInfo"])?;
+    let mut info: RegistrationInfo = super::unwrap_body(body, &["RegistrationInfo"])?;
     if info
         .app_mobility_service_id
         .as_deref()
@@ -759,7 +742,7 @@ pub(crate) async fn create_subscription<S: Store>(
     crate::sites::JsonBody(body): crate::sites::JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     p.require(scopes::MEC_AMS)?;
-    let mut sub: AmsSubscription = parse(body, WRAPPERS)?;
+    let mut sub: AmsSubscription = super::unwrap_body(body, WRAPPERS)?;
     let family = sub.check(now_unix())?;
     check_filter_instance(&st, &p, &sub).await?;
     let id = uuid::Uuid::new_v4().to_string();
@@ -816,7 +799,7 @@ pub(crate) async fn put_subscription<S: Store>(
 ) -> Result<Json<Value>, ApiError> {
     p.require(scopes::MEC_AMS)?;
     let current = owned(&st, &p, &id).await?;
-    let mut sub: AmsSubscription = parse(body, WRAPPERS)?;
+    let mut sub: AmsSubscription = super::unwrap_body(body, WRAPPERS)?;
     let family = sub.check(now_unix())?;
     if family != current.value.family {
         return Err(ApiError::BadRequest(format!(
@@ -825,20 +808,18 @@ pub(crate) async fn put_subscription<S: Store>(
         )));
     }
     check_filter_instance(&st, &p, &sub).await?;
-    let mut next = current.value;
-    next.callback = sub.callback_reference.clone().unwrap_or_default();
-    next.expiry_deadline = sub.expiry_deadline.map(|d| d.seconds);
-    next.expiry_notification = expiry(&sub, &next.href);
-    next.body = serde_json::to_value(&sub).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    st.store
-        .update(&next, current.revision)
-        .await
-        .map_err(|e| match e {
-            mecfed_store::typed::TypedError::Conflict { .. } => ApiError::PreconditionFailed(
-                "the subscription changed meanwhile; read it again".into(),
-            ),
-            e => e.into(),
-        })?;
+    let expiry = (
+        sub.expiry_deadline.map(|d| d.seconds),
+        expiry(&sub, &current.value.href),
+    );
+    let next = notify::replace(
+        &st.store,
+        current,
+        sub.callback_reference.as_deref(),
+        expiry,
+        &sub,
+    )
+    .await?;
     Ok(Json(answer(&next, &headers)))
 }
 

@@ -70,6 +70,28 @@ impl<S: Send + Sync, T: DeserializeOwned + Wrapped> FromRequest<S> for MecBody<T
     }
 }
 
+/// A JSON body as `T`, unwrapped first when it is an object whose one key is one of
+/// `wrappers` (the vendored files' form); a refusal names the offending field.
+pub(crate) fn unwrap_body<T: DeserializeOwned>(
+    mut v: serde_json::Value,
+    wrappers: &[&str],
+) -> Result<T, ApiError> {
+    let mut at = String::new();
+    if let serde_json::Value::Object(m) = &mut v
+        && m.len() == 1
+        && let Some(key) = m.keys().next().cloned()
+        && wrappers.contains(&key.as_str())
+    {
+        v = m.remove(&key).expect("present");
+        at = key;
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { at } else { path };
+        ApiError::BadRequest(format!("invalid {field}: {}", e.into_inner()))
+    })
+}
+
 /// The instance `raw` if the caller may act for it; 404 otherwise (and for instances that do
 /// not exist), so that others' instances stay unseen.
 pub(crate) async fn instance_for<S: Store>(

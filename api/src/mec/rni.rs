@@ -546,22 +546,8 @@ fn answer(sub: &Subscription, headers: &HeaderMap) -> Value {
     sub.answer("CellChangeSubscription", headers)
 }
 
-fn parse(mut v: Value) -> Result<CellChangeSubscription, ApiError> {
-    if let Value::Object(m) = &mut v
-        && m.len() == 1
-        && let Some(inner) = m.remove("CellChangeSubscription")
-    {
-        v = inner;
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let at = if path == "." {
-            "CellChangeSubscription".into()
-        } else {
-            path
-        };
-        ApiError::BadRequest(format!("invalid {at}: {}", e.into_inner()))
-    })
+fn parse(v: Value) -> Result<CellChangeSubscription, ApiError> {
+    super::unwrap_body(v, &["CellChangeSubscription"])
 }
 
 async fn owned<S: Store>(
@@ -711,20 +697,18 @@ pub(crate) async fn put_subscription<S: Store>(
     let mut sub = parse(body)?;
     sub.check(now_unix())?;
     check_instance(&st, &p, &sub).await?;
-    let mut next = current.value;
-    next.callback = sub.callback_reference.clone().unwrap_or_default();
-    next.expiry_deadline = sub.expiry_deadline.map(|d| d.seconds);
-    next.expiry_notification = expiry(&sub, &next.href);
-    next.body = serde_json::to_value(&sub).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    st.store
-        .update(&next, current.revision)
-        .await
-        .map_err(|e| match e {
-            mecfed_store::typed::TypedError::Conflict { .. } => ApiError::PreconditionFailed(
-                "the subscription changed meanwhile; read it again".into(),
-            ),
-            e => e.into(),
-        })?;
+    let expiry = (
+        sub.expiry_deadline.map(|d| d.seconds),
+        expiry(&sub, &current.value.href),
+    );
+    let next = notify::replace(
+        &st.store,
+        current,
+        sub.callback_reference.as_deref(),
+        expiry,
+        &sub,
+    )
+    .await?;
     Ok(Json(answer(&next, &headers)))
 }
 

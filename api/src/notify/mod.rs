@@ -248,6 +248,31 @@ async fn pending_count<S: Store>(store: &Typed<S>, id: &str) -> Result<u64, ApiE
     Ok(pending_keys(store, id).await?.len() as u64)
 }
 
+/// Replaces subscription `current` by the client's new version (its callback, expiry and
+/// body), unless it changed since it was read (412).
+pub async fn replace<S: Store>(
+    store: &Typed<S>,
+    current: Versioned<Subscription>,
+    callback: Option<&str>,
+    expiry: (Option<u64>, Option<serde_json::Value>),
+    body: &impl Serialize,
+) -> Result<Subscription, ApiError> {
+    let mut next = current.value;
+    next.callback = callback.unwrap_or_default().to_string();
+    (next.expiry_deadline, next.expiry_notification) = expiry;
+    next.body = serde_json::to_value(body).map_err(|e| ApiError::Internal(Box::new(e)))?;
+    store
+        .update(&next, current.revision)
+        .await
+        .map_err(|e| match e {
+            typed::TypedError::Conflict { .. } => ApiError::PreconditionFailed(
+                "the subscription changed meanwhile; read it again".into(),
+            ),
+            e => e.into(),
+        })?;
+    Ok(next)
+}
+
 /// Deletes subscription `id` and what is still pending for it (nothing more is delivered).
 /// Returns whether it existed.
 pub async fn remove<S: Store>(store: &Typed<S>, id: &str) -> Result<bool, ApiError> {

@@ -321,22 +321,11 @@ fn collection(raw: &str) -> Result<&'static str, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no subscriptions collection {raw}")))
 }
 
-/// A subscription body of `collection`: wrapped (`{"userAreaSubscription": {...}}`) or not.
-fn parse_body(mut v: Value) -> Result<LocationSubscription, ApiError> {
-    let mut at = String::new();
-    if let Value::Object(m) = &mut v
-        && m.len() == 1
-        && let Some(key) = m.keys().next().cloned()
-        && model::KINDS.iter().any(|k| k.wrapper() == key)
-    {
-        v = m.remove(&key).expect("present");
-        at = key;
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        let field = if path == "." { at } else { path };
-        ApiError::BadRequest(format!("invalid {field}: {}", e.into_inner()))
-    })
+/// A subscription body: wrapped (`{"userAreaSubscription": {...}}`) or not.
+fn parse_body(v: Value) -> Result<LocationSubscription, ApiError> {
+    let wrappers: Vec<String> = model::KINDS.iter().map(|k| k.wrapper()).collect();
+    let wrappers: Vec<&str> = wrappers.iter().map(String::as_str).collect();
+    super::unwrap_body(v, &wrappers)
 }
 
 /// The subscription as answered: wrapped, with `_links.self`.
@@ -511,19 +500,15 @@ pub(crate) async fn put_subscription<S: Store>(
             current.value.subscription_type
         )));
     }
-    let mut next = current.value;
-    next.callback = sub.callback_reference.clone().unwrap_or_default();
-    next.expiry_deadline = sub.expiry_deadline.map(|d| d.seconds);
-    next.body = serde_json::to_value(&sub).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    st.store
-        .update(&next, current.revision)
-        .await
-        .map_err(|e| match e {
-            mecfed_store::typed::TypedError::Conflict { .. } => ApiError::PreconditionFailed(
-                "the subscription changed meanwhile; read it again".into(),
-            ),
-            e => e.into(),
-        })?;
+    let expiry = (sub.expiry_deadline.map(|d| d.seconds), None);
+    let next = notify::replace(
+        &st.store,
+        current,
+        sub.callback_reference.as_deref(),
+        expiry,
+        &sub,
+    )
+    .await?;
     Ok(Json(answer(&next, &headers)))
 }
 
