@@ -49,24 +49,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Wrapped> FromRequest<S> for MecBody<T
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let Json(mut v) = Json::<serde_json::Value>::from_request(req, state).await?;
-        if let serde_json::Value::Object(m) = &mut v
-            && m.len() == 1
-            && let Some(inner) = m.remove(T::WRAPPER)
-        {
-            v = inner;
-        }
-        serde_path_to_error::deserialize(v)
-            .map(MecBody)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let at = if path == "." {
-                    T::WRAPPER.to_string()
-                } else {
-                    path
-                };
-                ApiError::BadRequest(format!("invalid {at}: {}", e.into_inner()))
-            })
+        let Json(v) = Json::<serde_json::Value>::from_request(req, state).await?;
+        unwrap_body(v, &[T::WRAPPER]).map(MecBody)
     }
 }
 
@@ -76,7 +60,10 @@ pub(crate) fn unwrap_body<T: DeserializeOwned>(
     mut v: serde_json::Value,
     wrappers: &[&str],
 ) -> Result<T, ApiError> {
-    let mut at = String::new();
+    // A refusal of the whole body names the type it should have been.
+    let mut at = wrappers
+        .first()
+        .map_or_else(|| "body".to_string(), |w| (*w).to_string());
     if let serde_json::Value::Object(m) = &mut v
         && m.len() == 1
         && let Some(key) = m.keys().next().cloned()

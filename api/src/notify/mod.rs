@@ -31,7 +31,7 @@ pub use worker::{LEADER_KEY, Notifier, NotifierConfig, NotifyMetrics};
 use crate::ApiError;
 
 /// Most notifications waiting for one subscription; beyond it new ones are dropped (and
-/// counted), so that a dead callback cannot grow the store without bound.
+/// logged), so that a dead callback cannot grow the store without bound.
 pub const MAX_PENDING_PER_SUBSCRIPTION: u64 = 10_000;
 
 /// A subscription of any family, as stored.
@@ -332,15 +332,17 @@ pub async fn fan_out<S: Store>(
     Ok(())
 }
 
-/// Checks a `callbackReference`: an absolute `http` or `https` URI with a host.
+/// Checks a `callbackReference`: an absolute `http` URI with a host (the delivery client
+/// has no TLS yet, so an `https` callback is refused rather than retried in vain).
 pub fn validate_callback(uri: &str, field: &str) -> Result<(), ApiError> {
     let bad = |why: &str| Err(ApiError::BadRequest(format!("invalid {field}: {why}")));
     let Ok(parsed) = uri.parse::<axum::http::Uri>() else {
         return bad("not a URI");
     };
     match parsed.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return bad("must be an absolute http or https URI"),
+        Some("http") => {}
+        Some("https") => return bad("https callbacks are not offered yet; give an http URI"),
+        _ => return bad("must be an absolute http URI"),
     }
     if parsed.host().is_none_or(str::is_empty) {
         return bad("has no host");
@@ -373,8 +375,15 @@ mod tests {
     #[test]
     fn callbacks_are_absolute_http_uris() {
         assert!(validate_callback("http://127.0.0.1:9/cb", "callbackReference").is_ok());
-        assert!(validate_callback("https://app.example/notify?x=1", "callbackReference").is_ok());
-        for bad in ["", "/relative", "ftp://h/x", "http://", "not a uri"] {
+        assert!(validate_callback("http://app.example/notify?x=1", "callbackReference").is_ok());
+        for bad in [
+            "",
+            "/relative",
+            "ftp://h/x",
+            "http://",
+            "not a uri",
+            "https://app.example/n",
+        ] {
             let e = validate_callback(bad, "callbackReference").unwrap_err();
             assert!(e.to_string().contains("callbackReference"), "{bad}: {e}");
         }

@@ -462,7 +462,11 @@ impl<S: Store> Notifier<S> {
                     }
                 }
                 Ok(Some(None)) => {} // changed meanwhile: tried again next time
-                Err(e) => tracing::warn!(subscription = %id, error = %e, "notifier: cannot expire"),
+                Err(e) => {
+                    tracing::warn!(subscription = %id, error = %e, "notifier: cannot expire");
+                    // Try again in a second rather than at once.
+                    l.deadlines.insert(id, now + 1);
+                }
             }
         }
     }
