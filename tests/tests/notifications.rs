@@ -247,13 +247,66 @@ async fn location_notifications_reach_the_callback_in_order_across_a_restart() {
             "ENTERING_AREA_EVENT dublin"
         ]
     );
-    let (_, metrics) = mecfed_e2e::get(&format!("http://127.0.0.1:{admin}/metrics"))
-        .await
+    // The callback has the bodies before the notifier has its answers: the delivered count
+    // (and the outbox deletes before it) follow shortly.
+    let delivered = r#"mecfed_notifications_delivered_total{family="mec013.UserLocationEvent"} 2"#;
+    let deadline = Instant::now() + START;
+    loop {
+        let (_, metrics) = mecfed_e2e::get(&format!("http://127.0.0.1:{admin}/metrics"))
+            .await
+            .unwrap();
+        if metrics.contains(delivered) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The operator sees the subscription with nothing pending, and removes it.
+    let out = mecfed_e2e::ctl(&server)
+        .args(["-o", "json", "subscriptions", "list"])
+        .output()
         .unwrap();
     assert!(
-        metrics.contains(
-            r#"mecfed_notifications_delivered_total{family="mec013.UserLocationEvent"} 2"#
-        ),
-        "{metrics}"
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let subs: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(subs[0]["developer"], "studio");
+    assert_eq!(
+        (subs[0]["queued"].as_u64(), subs[0]["pending"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let id = subs[0]["id"].as_str().unwrap();
+    let out = mecfed_e2e::ctl(&server)
+        .args(["subscriptions", "delete", id])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = mecfed_e2e::ctl(&server)
+        .args(["subscriptions", "delete", id])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "deleting it again is an error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+    let out = mecfed_e2e::ctl(&server)
+        .args(["subscriptions", "list"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(table.lines().count(), 1, "only the header: {table}");
+    let out = mecfed_e2e::ctl(&server)
+        .args(["deployments"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
