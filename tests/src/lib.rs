@@ -196,6 +196,30 @@ pub async fn get(url: &str) -> Result<(u16, String)> {
     Ok((status, resp.text().await?))
 }
 
+/// A JSON request with a bearer token: status and body (`Null` when not JSON). Panics when
+/// the server cannot be reached within 5 s.
+pub async fn call(
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .request(method.parse().expect("an HTTP method"), url)
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(5));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("the server answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// Polls `url` until it answers `status`, for at most `limit`.
 pub async fn wait_for_status(url: &str, status: u16, limit: Duration) -> Result<String> {
     let deadline = Instant::now() + limit;

@@ -13,7 +13,7 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-use mecfed_e2e::{Proc, free_port, mecfed_bin, wait_for_status};
+use mecfed_e2e::{Proc, call, free_port, mecfed_bin, wait_for_status};
 use serde_json::{Value, json};
 
 const START: Duration = Duration::from_secs(90);
@@ -69,20 +69,6 @@ fn agent(
         .arg("--data-dir")
         .arg(data.join(site));
     Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
-}
-
-async fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method.parse().unwrap(), url)
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(5));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
