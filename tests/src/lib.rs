@@ -14,14 +14,19 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-/// Builds `bin` of `package` with cargo (a no-op when fresh) and returns its path.
-fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+/// Builds the workspace's binaries with cargo and returns the path of `bin`.
+///
+/// It builds exactly what `scripts/test` builds (`--workspace --bins`), so under the test
+/// script it is a no-op. Building one package alone would unify dependency features
+/// differently and compile a second copy of much of the dependency tree, which costs
+/// minutes and gigabytes of disk.
+fn workspace_bin(bin: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf();
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(["build", "--quiet", "--locked", "--workspace", "--bins"])
         .current_dir(&root)
         .status()
         .expect("run cargo build");
@@ -37,13 +42,13 @@ fn workspace_bin(package: &str, bin: &str) -> PathBuf {
 /// The `mecfed` binary of this workspace, built (once per test process) so it is never stale.
 pub fn mecfed_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("mecfed", "mecfed"))
+    BIN.get_or_init(|| workspace_bin("mecfed"))
 }
 
 /// The `arena` game server binary of this workspace.
 pub fn arena_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("arena", "arena"))
+    BIN.get_or_init(|| workspace_bin("arena"))
 }
 
 /// A free TCP port on 127.0.0.1 (released before return; fine for tests). Never the same
