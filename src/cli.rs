@@ -323,6 +323,10 @@ pub enum AppsCommand {
     Apply {
         /// App file (JSON).
         file: PathBuf,
+        /// Placement policy file (JSON) set together with the app: a new app is held
+        /// unplaced until its policy is in, so it is never placed under the default policy.
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
     },
     /// Delete an app; the scheduler removes its placements.
     Delete {
@@ -349,7 +353,8 @@ pub enum JoinTokenCommand {
 /// `--config`; precedence is flag, then environment, then file, then default.
 #[derive(Debug, Default, Clone, Args)]
 pub struct UpArgs {
-    /// TOML configuration file (keys: store, data-dir, listen, admin-listen, operator).
+    /// TOML configuration file (keys: store, data-dir, listen, admin-listen, operator,
+    /// callback-ca).
     #[arg(long, env = "MECFED_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The operator this platform belongs to: the scheduler prefers its sites over
@@ -369,4 +374,8 @@ pub struct UpArgs {
     /// Admin listen address for /live, /ready and /metrics [default: 127.0.0.1:9090].
     #[arg(long, env = "MECFED_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// PEM file of the certificate authorities `https` notification callbacks are verified
+    /// against [default: the system's, /etc/ssl/certs/ca-certificates.crt].
+    #[arg(long, env = "MECFED_CALLBACK_CA", value_name = "FILE")]
+    pub callback_ca: Option<PathBuf>,
 }

@@ -36,6 +36,8 @@ pub struct UpConfig {
     /// The operator's OAuth client secret (`<data-dir>/operator.secret`), created on first
     /// start; `mecfed ctl` reads it from there by default.
     pub operator_secret_file: PathBuf,
+    /// PEM bundle that `https` callbacks are verified against; `None`: the system's.
+    pub callback_ca: Option<PathBuf>,
 }
 
 /// Why the configuration is unusable.
@@ -78,6 +80,7 @@ struct FileConfig {
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
     operator: Option<String>,
+    callback_ca: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -155,6 +158,7 @@ impl UpArgs {
             admin_listen,
             operator,
             operator_secret_file,
+            callback_ca: self.callback_ca.or(file.callback_ca),
         })
     }
 }

@@ -169,15 +169,44 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 )?,
             }
         }
-        CtlCommand::Apps(AppsCommand::Apply { file }) => {
+        CtlCommand::Apps(AppsCommand::Apply { file, policy }) => {
             let app: App = read_json(file)?;
+            let mut held_new = false;
+            if let Some(policy) = policy {
+                let policy: PlacementPolicy = read_json(policy)?;
+                let app_url = format!("{base}/mecfed/v1/apps/{}", app.id);
+                let exists = client
+                    .get(&app_url)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {base}"))?
+                    .status()
+                    .is_success();
+                if !exists {
+                    // Held: an app deployed to no zone is not placed (the policy needs the
+                    // app to exist first).
+                    let mut held = app.clone();
+                    held.zones = Some(Vec::new());
+                    let resp = client.put(&app_url).json(&held).send().await?;
+                    let _: App = decode(resp).await?;
+                    held_new = true;
+                }
+                let resp = client
+                    .put(format!("{app_url}/policy"))
+                    .json(&policy)
+                    .send()
+                    .await
+                    .with_context(|| format!("cannot reach {base}"))?;
+                let _: PlacementPolicy = decode(resp).await?;
+                writeln!(out, "policy of app {} set", app.id)?;
+            }
             let resp = client
                 .put(format!("{base}/mecfed/v1/apps/{}", app.id))
                 .json(&app)
                 .send()
                 .await
                 .with_context(|| format!("cannot reach {base}"))?;
-            let created = resp.status() == reqwest::StatusCode::CREATED;
+            let created = held_new || resp.status() == reqwest::StatusCode::CREATED;
             let app: App = decode(resp).await?;
             writeln!(
                 out,

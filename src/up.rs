@@ -78,9 +78,22 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     mecfed_api::auth::ensure_operator_secret(&api_state.store, &secret)
         .await
         .context("registering the operator's client secret")?;
-    let notifier = Notifier::new(api_state.store.clone(), NotifierConfig::default())
-        .with_metrics(NotifyMetrics::register(&registry)?);
+    let roots = match &config.callback_ca {
+        Some(path) => mecfed_api::notify::pem_roots(path)
+            .with_context(|| format!("reading --callback-ca {}", path.display()))?,
+        None => mecfed_api::notify::system_roots(),
+    };
+    let notifier = Notifier::new(
+        api_state.store.clone(),
+        NotifierConfig {
+            roots,
+            ..NotifierConfig::default()
+        },
+    )
+    .context("building the notification client")?
+    .with_metrics(NotifyMetrics::register(&registry)?);
     let reporter = mecfed_api::mec::location::Reporter::new(api_state.store.clone());
+    let status_reporter = mecfed_api::camara::status::StatusReporter::new(api_state.store.clone());
     let api = router(api_state);
     let controller = Controller::new(
         store.clone(),
@@ -112,24 +125,27 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx.clone())));
     let scheduler_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
     let notifier_task = tokio::spawn(notifier.run(stopped(stop_rx.clone())));
-    let reporter_task = tokio::spawn(reporter.run(stopped(stop_rx)));
+    let reporter_task = tokio::spawn(reporter.run(stopped(stop_rx.clone())));
+    let status_task = tokio::spawn(status_reporter.run(stopped(stop_rx)));
 
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c, d, e) = tokio::join!(
+        let (a, b, c, d, e, f) = tokio::join!(
             api_task,
             admin_task,
             scheduler_task,
             notifier_task,
-            reporter_task
+            reporter_task,
+            status_task
         );
         a??;
         b??;
         c?;
         d?;
         e?;
+        f?;
         anyhow::Ok(())
     })
     .await;

@@ -98,8 +98,9 @@ pub(crate) async fn put_app<S: Store>(
             .await?
             .is_some()
     {
-        // A CAMARA app's deployed zones are its app instances' (camara::lifecycle).
+        // A CAMARA app's deployed zones and pins are its app instances' (camara::lifecycle).
         app.zones = c.value.zones.clone();
+        app.pins = c.value.pins.clone();
     }
     st.store.put(&app).await?;
     let status = if existed {

@@ -377,5 +377,6 @@ fn support_app(id: &str, developer: &str) -> mecfed_core::App {
         },
         stateful: false,
         zones: None,
+        pins: Default::default(),
     }
 }

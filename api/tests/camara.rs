@@ -631,8 +631,24 @@ async fn app_instances_deploy_the_app_to_their_zone_and_report_its_instances() {
         ),
         (
             json!({"kubernetesClusterRef": uuid::Uuid::new_v4().to_string()}),
-            501,
+            404,
+            "kubernetes cluster",
+        ),
+        (
+            json!({"kubernetesClusterRef": "not-a-uuid"}),
+            400,
             "kubernetesClusterRef",
+        ),
+        (
+            json!({"subscriptionRequest": {"sink": "http://studio.example/events"}}),
+            400,
+            "subscriptionRequest.sink",
+        ),
+        (
+            json!({"subscriptionRequest": {"sink": "https://studio.example/events",
+                   "types": ["org.camaraproject.edge-application-management.v0.app-deployment-status-change"]}}),
+            400,
+            "subscriptionRequest.types[0]",
         ),
     ] {
         let mut b = body.clone();
@@ -916,4 +932,244 @@ async fn deployments_span_zones_and_merge_patches_replace_them() {
         )
         .await;
     assert_eq!(s, 204);
+}
+
+async fn add_cluster(api: &support::Api, id: &str, zone: &str) {
+    add_site(api, id, "op-a", zone, (51.9, -8.47)).await;
+    let typed = Typed::new(api.store.clone());
+    let mut site = typed.get::<Site>(id).await.unwrap().unwrap().value;
+    site.kind = mecfed_core::SiteKind::Kubernetes;
+    typed.put(&site).await.unwrap();
+}
+
+#[tokio::test]
+async fn cluster_refs_pin_app_instances_and_status_callbacks_follow_them() {
+    use mecfed_api::{
+        camara::status::{self, StatusReporter},
+        notify::{Notification, Subscription},
+    };
+    let api = api();
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    let beta = developer(&api, "beta", "BetaStudios").await;
+    add_cluster(&api, "cork-k1", "cork").await;
+    add_cluster(&api, "cork-k2", "cork").await;
+    add_cluster(&api, "dub-k1", "dublin").await;
+    let zones = zone_ids(&api, &alpha).await;
+    let (_, clusters) = api
+        .call("GET", &format!("{EAM}/clusters"), Some(&alpha), None)
+        .await;
+    let cluster = |name: &str| {
+        clusters
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["clusterRef"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (app_id, app) = submitted(&api, &alpha).await;
+    let typed = Typed::new(api.store.clone());
+
+    // A cluster of another zone is refused, and nothing is stored.
+    let (s, e) = api
+        .call(
+            "POST",
+            &format!("{EAM}/appinstances"),
+            Some(&alpha),
+            Some(json!({"name": "arena_cork", "appId": app_id,
+                        "edgeCloudZoneId": zones["cork"],
+                        "kubernetesClusterRef": cluster("dub-k1")})),
+        )
+        .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("INVALID_ARGUMENT")),
+        "{e}"
+    );
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("kubernetesClusterRef"),
+        "{e}"
+    );
+    assert_eq!(deployed_zones(&api, &app).await, Some(vec![]));
+
+    // Pinned to cork-k2, with status callbacks from the start.
+    let (s, info) = api
+        .call(
+            "POST",
+            &format!("{EAM}/appinstances"),
+            Some(&alpha),
+            Some(json!({
+                "name": "arena_cork", "appId": app_id, "edgeCloudZoneId": zones["cork"],
+                "kubernetesClusterRef": cluster("cork-k2"),
+                "subscriptionRequest": {
+                    "sink": "https://studio.example/events",
+                    "sinkCredential": {"credentialType": "ACCESSTOKEN", "accessToken": "t0k",
+                        "accessTokenExpiresUtc": "2099-01-01T00:00:00Z", "accessTokenType": "bearer"},
+                    "types": [status::INSTANCE_STATUS_CHANGE],
+                    "config": {"subscriptionDetail": {}, "initialEvent": true}
+                }
+            })),
+        )
+        .await;
+    assert_eq!(s, 202, "{info}");
+    let instance_id = info["appInstanceId"].as_str().unwrap().to_string();
+    let pinned = typed.get::<App>(app.as_str()).await.unwrap().unwrap().value;
+    assert_eq!(
+        pinned.pins,
+        [(
+            ZoneId::new("cork").unwrap(),
+            vec![SiteId::new("cork-k2").unwrap()]
+        )]
+        .into()
+    );
+    let outbox = async || -> Vec<Notification> {
+        typed
+            .list::<Notification>()
+            .await
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|n| n.value)
+            .collect()
+    };
+    let (subs, _) = typed.list::<Subscription>().await.unwrap();
+    assert_eq!(subs.len(), 1);
+    let sub = subs[0].value.clone();
+    assert_eq!(sub.callback, "https://studio.example/events");
+    assert_eq!(sub.delivery.bearer.as_deref(), Some("t0k"));
+    assert!(
+        !sub.body.to_string().contains("t0k"),
+        "the token is not shown"
+    );
+    // The initial event, a CloudEvent with the current status.
+    let queued = outbox().await;
+    assert_eq!(queued.len(), 1);
+    let ev = &queued[0].body;
+    assert_eq!(ev["type"], status::INSTANCE_STATUS_CHANGE);
+    assert_eq!(ev["specversion"], "1.0");
+    assert_eq!(ev["data"]["appInstanceId"], instance_id.as_str());
+    assert_eq!(ev["data"]["status"], "instantiating");
+
+    // An instance on the other cork cluster does not count; one on cork-k2 does.
+    let reporter = StatusReporter::new(typed.clone());
+    for (site, n) in [("cork-k1", 0), ("cork-k2", 0)] {
+        typed
+            .put(&Instance {
+                id: InstanceId::new(format!("{app}-{site}-{n}")).unwrap(),
+                app: app.clone(),
+                site: SiteId::new(site).unwrap(),
+                state: InstanceState::Ready,
+                endpoint: Some("10.0.0.9:7777".into()),
+                pid: None,
+                sessions: None,
+            })
+            .await
+            .unwrap();
+        reporter.report().await.unwrap();
+        let want = if site == "cork-k1" { 1 } else { 2 };
+        assert_eq!(outbox().await.len(), want, "after an instance on {site}");
+    }
+    let queued = outbox().await;
+    assert_eq!(queued[1].body["data"]["status"], "ready");
+    // Nothing changed: nothing more.
+    reporter.report().await.unwrap();
+    assert_eq!(outbox().await.len(), 2);
+    let (_, got) = api
+        .call(
+            "GET",
+            &format!("{EAM}/appinstances?appInstanceId={instance_id}"),
+            Some(&alpha),
+            None,
+        )
+        .await;
+    let got = got[0].clone();
+    assert_eq!(
+        got["kubernetesClusterRef"],
+        cluster("cork-k2").as_str(),
+        "{got}"
+    );
+
+    // Beta cannot delete it; alpha's delete ends the subscription with its last event.
+    let path = format!("{EAM}/appinstances/{instance_id}");
+    let (s, _) = api.call("DELETE", &path, Some(&beta), None).await;
+    assert_eq!(s, 404);
+    let (s, _) = api.call("DELETE", &path, Some(&alpha), None).await;
+    assert_eq!(s, 202);
+    assert!(typed.list::<Subscription>().await.unwrap().0.is_empty());
+    let queued = outbox().await;
+    assert_eq!(queued.len(), 3);
+    assert_eq!(queued[2].body["type"], status::SUBSCRIPTION_ENDED);
+    assert_eq!(
+        queued[2].body["data"]["terminationReason"],
+        "SUBSCRIPTION_DELETED"
+    );
+    assert!(
+        typed
+            .get::<App>(app.as_str())
+            .await
+            .unwrap()
+            .unwrap()
+            .value
+            .pins
+            .is_empty()
+    );
+
+    // A deployment pinned in one of its zones, reporting its members as one array.
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("{EAM}/deployments"),
+            Some(&alpha),
+            Some(json!({
+                "appDeploymentName": "launch", "appId": app_id,
+                "edgeCloudZones": [zones["cork"], zones["dublin"]],
+                "kubernetesClusterRefs": [cluster("cork-k1")],
+                "subscriptionRequest": {"sink": "https://studio.example/deployments",
+                    "config": {"subscriptionDetail": {}, "subscriptionMaxEvents": 1}}
+            })),
+        )
+        .await;
+    assert_eq!(s, 202, "{v}");
+    let pinned = typed.get::<App>(app.as_str()).await.unwrap().unwrap().value;
+    assert_eq!(
+        pinned.pins,
+        [(
+            ZoneId::new("cork").unwrap(),
+            vec![SiteId::new("cork-k1").unwrap()]
+        )]
+        .into()
+    );
+    let before = outbox().await.len();
+    // The instance on cork-k1 fails: the cork member changes to failed, and the budget of
+    // one event ends the subscription.
+    let failing = InstanceId::new(format!("{app}-cork-k1-0")).unwrap();
+    let mut i = typed
+        .get::<Instance>(failing.as_str())
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    i.state = InstanceState::Failed;
+    typed.put(&i).await.unwrap();
+    reporter.report().await.unwrap();
+    let queued = outbox().await;
+    let fresh: Vec<&Notification> = queued
+        .iter()
+        .filter(|n| n.callback.ends_with("/deployments"))
+        .collect();
+    assert_eq!(queued.len() - before, 2, "{fresh:?}");
+    let events = fresh[0].body.as_array().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], status::DEPLOYMENT_STATUS_CHANGE);
+    assert_eq!(events[0]["data"]["status"], "failed");
+    assert_eq!(
+        fresh[1].body[0]["data"]["terminationReason"],
+        "MAX_EVENTS_REACHED"
+    );
+    assert!(typed.list::<Subscription>().await.unwrap().0.is_empty());
 }

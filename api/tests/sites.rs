@@ -238,6 +238,7 @@ async fn assignments_follow_placements_and_agents_report_instances() {
         load: None,
         stateful: true,
         zones: None,
+        pins: Default::default(),
     };
     typed.put(&app).await.unwrap();
     for (site, replicas) in [("s1", 2), ("s2", 1)] {

@@ -82,6 +82,7 @@ fn fast() -> NotifierConfig {
         give_up_after: Duration::from_secs(3600),
         max_in_flight: 8,
         leader_ttl: Duration::from_secs(3),
+        roots: Vec::new(),
     }
 }
 
@@ -95,6 +96,7 @@ fn start_notifier(
 ) {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let n = Notifier::new(Typed::new(store), fast())
+        .unwrap()
         .with_metrics(NotifyMetrics::register(registry).unwrap());
     let task = tokio::spawn(n.run(async {
         let _ = rx.await;
@@ -116,6 +118,7 @@ fn subscription(id: &str, callback: &str) -> Subscription {
         expiry_notification: None,
         next_seq: 0,
         created_at: 0,
+        delivery: Default::default(),
     }
 }
 
@@ -199,6 +202,98 @@ async fn notifications_arrive_once_each_in_order_after_retries() {
     assert_eq!(metric(&registry, "mecfed_notifier_leader"), 1.0);
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+#[tokio::test]
+async fn credentials_and_media_type_are_sent_and_a_410_ends_the_subscription() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let typed = Typed::new(store.clone());
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route(
+            "/gone",
+            post(
+                async |State(seen): State<Seen>, headers: axum::http::HeaderMap| {
+                    let h = |n: &str| {
+                        headers
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string()
+                    };
+                    seen.lock().push((h("content-type"), h("authorization")));
+                    StatusCode::GONE
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cb = format!("http://{}/gone", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut sub = subscription("s410", &cb);
+    sub.delivery = notify::Delivery {
+        content_type: Some("application/cloudevents+json".into()),
+        bearer: Some("sink-token".into()),
+    };
+    notify::create(&typed, sub, None).await.unwrap();
+    for i in 0..3 {
+        notify::enqueue(&typed, "s410", json!({ "n": i }))
+            .await
+            .unwrap();
+    }
+    let registry = prometheus::Registry::new();
+    let (stop, task) = start_notifier(store.clone(), &registry);
+    eventually("the subscription ended by its callback", async || {
+        typed.get::<Subscription>("s410").await.unwrap().is_none()
+            && outbox(&store).await.is_empty()
+    })
+    .await;
+    // One attempt: the 410 ends it, the two queued behind it are never sent.
+    let seen = seen.lock().clone();
+    assert_eq!(
+        seen,
+        [(
+            "application/cloudevents+json".to_string(),
+            "Bearer sink-token".to_string()
+        )]
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn emit_queues_and_ends_in_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let typed = Typed::new(store.clone());
+    notify::create(&typed, subscription("e1", "http://127.0.0.1:1/"), None)
+        .await
+        .unwrap();
+    let nothing = notify::emit(&typed, "e1", |_| notify::Emit::default())
+        .await
+        .unwrap();
+    assert_eq!(nothing, Enqueued::Nothing);
+    let ended = notify::emit(&typed, "e1", |s| {
+        s.body = json!({"seen": true});
+        notify::Emit {
+            bodies: vec![json!({"n": 0}), json!({"n": "last"})],
+            end: true,
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended, Enqueued::Queued(0));
+    assert!(typed.get::<Subscription>("e1").await.unwrap().is_none());
+    let bodies: Vec<Value> = outbox(&store).await.into_iter().map(|n| n.body).collect();
+    assert_eq!(bodies, [json!({"n": 0}), json!({"n": "last"})]);
+    assert_eq!(
+        notify::emit(&typed, "e1", |_| notify::Emit::default())
+            .await
+            .unwrap(),
+        Enqueued::Gone
+    );
 }
 
 #[tokio::test]

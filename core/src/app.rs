@@ -232,6 +232,10 @@ pub struct App {
     /// scheduler places it wherever its QoS and policy allow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zones: Option<Vec<ZoneId>>,
+    /// Zones where the app is pinned to given sites (CAMARA `kubernetesClusterRef`): in such
+    /// a zone the scheduler places it on those sites only. Zones not named are unaffected.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pins: BTreeMap<ZoneId, Vec<SiteId>>,
 }
 
 impl App {
@@ -445,6 +449,7 @@ mod tests {
             load: None,
             stateful: true,
             zones: None,
+            pins: BTreeMap::new(),
         }
     }
 

@@ -78,10 +78,12 @@ pub enum Reason {
     NotNeeded,
     /// The site's zone is not one the app is deployed to.
     ZoneNotDeployed,
+    /// The app is pinned to other sites of this zone.
+    PinnedElsewhere,
 }
 
 impl Reason {
-    const ALL: [Reason; 17] = [
+    const ALL: [Reason; 18] = [
         Self::NotReady,
         Self::Tainted,
         Self::OutsideAffinity,
@@ -99,6 +101,7 @@ impl Reason {
         Self::CannotHoldDuplicate,
         Self::NotNeeded,
         Self::ZoneNotDeployed,
+        Self::PinnedElsewhere,
     ];
 
     const fn bit(self) -> u32 {
@@ -126,6 +129,7 @@ impl fmt::Display for Reason {
             Self::CannotHoldDuplicate => "cannot hold the full duplicated count",
             Self::NotNeeded => "feasible, not needed: demand met by better sites",
             Self::ZoneNotDeployed => "zone not among the app's deployed zones",
+            Self::PinnedElsewhere => "the app is pinned to another site of the zone",
         })
     }
 }
@@ -718,6 +722,11 @@ impl<'a> Run<'a> {
                 && !zones.contains(&snap.infos[i].zone)
             {
                 reasons.add(Reason::ZoneNotDeployed);
+            }
+            if let Some(pinned) = app.pins.get(&snap.infos[i].zone)
+                && !pinned.contains(&snap.infos[i].id)
+            {
+                reasons.add(Reason::PinnedElsewhere);
             }
             let mut keep_only = false;
             let own = self.rec.map_or(Resources::ZERO, |r| r.reserved(idx));

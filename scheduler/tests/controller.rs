@@ -64,6 +64,7 @@ fn app(i: usize) -> App {
         load: None,
         stateful: false,
         zones: None,
+        pins: Default::default(),
     }
 }
 

@@ -147,6 +147,7 @@ fn build_app(id: &str, a: &AppSpec) -> App {
         load: None,
         stateful: false,
         zones: None,
+        pins: Default::default(),
     }
 }
 

@@ -347,5 +347,128 @@ pub fn arena_app(
         },
         stateful: true,
         zones: None,
+        pins: Default::default(),
+    }
+}
+
+/// One POST an [`HttpsSink`] received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Its `Content-Type`.
+    pub content_type: String,
+    /// Its `Authorization`, if any.
+    pub authorization: Option<String>,
+    /// Its JSON body.
+    pub body: serde_json::Value,
+}
+
+/// An `https` notification sink on 127.0.0.1 with a certificate from its own CA (whose PEM
+/// file is [`HttpsSink::ca_file`]); it records every POST and answers 204.
+pub struct HttpsSink {
+    /// `https://127.0.0.1:<port>/events`.
+    pub url: String,
+    /// The CA's certificate, for `mecfed up --callback-ca`.
+    pub ca_file: PathBuf,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpsSink {
+    /// Generates the CA and the server certificate, and starts serving.
+    pub async fn start() -> Result<Self> {
+        use hyper::{Request, Response, body::Incoming, service::service_fn};
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use tokio_rustls::rustls;
+
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mecfed test sink CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let key = KeyPair::generate()?;
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])?
+            .signed_by(&key, &ca)?;
+        let dir = tempfile::tempdir()?;
+        let ca_file = dir.path().join("sink-ca.pem");
+        std::fs::write(&ca_file, ca.pem())?;
+
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}/events", listener.local_addr()?);
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let header = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_string)
+                            };
+                            let content_type = header("content-type").unwrap_or_default();
+                            let authorization = header("authorization");
+                            let bytes = req.into_body().collect().await?.to_bytes();
+                            let body =
+                                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+                            seen.lock().unwrap().push(Received {
+                                content_type,
+                                authorization,
+                                body,
+                            });
+                            Ok::<_, hyper::Error>(
+                                Response::builder()
+                                    .status(204)
+                                    .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self {
+            url,
+            ca_file,
+            received,
+            task,
+            _dir: dir,
+        })
+    }
+
+    /// Everything received so far, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for HttpsSink {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

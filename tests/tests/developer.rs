@@ -3,14 +3,16 @@
 //! placement policy and `mecConfirmReady` readiness. The scheduler places one instance per
 //! deployed zone, the agents run them, each instance confirms readiness with MEC 011
 //! `confirm_ready` using the credentials its agent handed it, and Simple Edge Discovery
-//! answers each UE the zone whose instance it should reach.
+//! answers each UE the zone whose instance it should reach. The deployment's status callbacks
+//! (CAMARA `subscriptionRequest`) reach the studio's `https` sink as CloudEvents with its
+//! access token, up to `subscription-ended` when the deployment is deleted.
 
 use std::{
     process::Command,
     time::{Duration, Instant},
 };
 
-use mecfed_e2e::{Proc, arena_bin, call, free_port, mecfed_bin, wait_for_status};
+use mecfed_e2e::{HttpsSink, Proc, arena_bin, call, free_port, mecfed_bin, wait_for_status};
 use serde_json::{Value, json};
 
 const START: Duration = Duration::from_secs(90);
@@ -52,10 +54,14 @@ async fn a_developer_onboards_arena_and_ues_discover_the_zone_of_their_instance(
     let (api, admin) = (free_port(), free_port());
     let server = format!("http://127.0.0.1:{api}");
     let data = dir.path().join("platform");
+    // The studio's event sink, on https with its own CA, which the platform is told to trust.
+    let sink = HttpsSink::start().await.unwrap();
     let mut cmd = Command::new(mecfed_bin());
     cmd.arg("up")
         .arg("--data-dir")
         .arg(&data)
+        .arg("--callback-ca")
+        .arg(&sink.ca_file)
         .args(["--listen", &format!("127.0.0.1:{api}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
     let _platform = Proc::spawn("mecfed up", &mut cmd).unwrap();
@@ -163,10 +169,19 @@ async fn a_developer_onboards_arena_and_ues_discover_the_zone_of_their_instance(
         &format!("{server}{EAM}/deployments"),
         &dev,
         Some(json!({"appDeploymentName": "launch", "appId": app_id,
-                    "edgeCloudZones": [zone_id("cork"), zone_id("dublin")]})),
+                    "edgeCloudZones": [zone_id("cork"), zone_id("dublin")],
+                    "subscriptionRequest": {
+                        "sink": sink.url,
+                        "sinkCredential": {"credentialType": "ACCESSTOKEN",
+                            "accessToken": "studio-sink-token", "accessTokenType": "bearer",
+                            "accessTokenExpiresUtc": "2099-01-01T00:00:00Z"},
+                        "types": ["org.camaraproject.edge-application-management.v0.app-deployment-status-change"],
+                        "config": {"subscriptionDetail": {}}
+                    }})),
     )
     .await;
     assert_eq!(s, 202, "{v}");
+    let deployment = v["appDeploymentId"].as_str().unwrap().to_string();
 
     // Placed, run, and confirmed: both app instances report ready with an endpoint.
     let deadline = Instant::now() + START;
@@ -273,5 +288,62 @@ async fn a_developer_onboards_arena_and_ues_discover_the_zone_of_their_instance(
                 .unwrap()
                 > 0
         );
+    }
+
+    // The sink heard both members become ready, each POST a CloudEvents array sent with the
+    // studio's token.
+    let deadline = Instant::now() + START;
+    loop {
+        let got = sink.received();
+        let mut last = std::collections::BTreeMap::new();
+        for r in &got {
+            for ev in r.body.as_array().into_iter().flatten() {
+                last.insert(
+                    ev["data"]["appInstanceId"].to_string(),
+                    ev["data"]["status"].clone(),
+                );
+            }
+        }
+        if last.len() == 2 && last.values().all(|s| s == "ready") {
+            for r in &got {
+                assert_eq!(r.content_type, "application/cloudevents+json");
+                assert_eq!(r.authorization.as_deref(), Some("Bearer studio-sink-token"));
+                let ev = &r.body[0];
+                assert_eq!(
+                    ev["type"],
+                    "org.camaraproject.edge-application-management.v0.app-deployment-status-change"
+                );
+                assert_eq!(ev["specversion"], "1.0");
+                assert_eq!(ev["data"]["appDeploymentId"], deployment.as_str());
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status events: {:?}",
+            got.iter().map(|r| &r.body).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (s, v) = call(
+        "DELETE",
+        &format!("{server}{EAM}/deployments/{deployment}"),
+        &dev,
+        None,
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    let deadline = Instant::now() + START;
+    loop {
+        let ended = sink.received().iter().any(|r| {
+            r.body[0]["type"]
+                == "org.camaraproject.edge-application-management.v0.subscription-ended"
+                && r.body[0]["data"]["terminationReason"] == "SUBSCRIPTION_DELETED"
+        });
+        if ended {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no subscription-ended event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -156,7 +156,7 @@ async fn latency_aware_placement_fails_over_and_fails_back() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Onboard with the CLI: the app, then its policy.
+    // Onboard with the CLI: the app with its policy.
     let app_file = data.join("arena.json");
     std::fs::write(&app_file, serde_json::to_vec(&arena_app()).unwrap()).unwrap();
     let policy_file = data.join("policy.json");
@@ -189,8 +189,18 @@ async fn latency_aware_placement_fails_over_and_fails_back() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
-    ctl(&server, &["apps", "apply", app_file.to_str().unwrap()]);
-    ctl(&server, &["policy", "arena", policy_file.to_str().unwrap()]);
+    // Together: applied one after the other, the scheduler could place the app under the
+    // default policy first, and placements are sticky.
+    ctl(
+        &server,
+        &[
+            "apps",
+            "apply",
+            app_file.to_str().unwrap(),
+            "--policy",
+            policy_file.to_str().unwrap(),
+        ],
+    );
 
     // Cork needs 2 instances, Dublin 1, each within 11 ms: the own operator's sites.
     settle(&server, &[("cork-a", 2), ("dub-a", 1)], "initial placement").await;

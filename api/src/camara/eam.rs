@@ -646,6 +646,7 @@ impl AppManifest {
             },
             stateful: false,
             zones: Some(Vec::new()),
+            pins: Default::default(),
         };
         app.validate()?;
         Ok(app)

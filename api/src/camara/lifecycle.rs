@@ -14,8 +14,10 @@
 //! `instantiating` while they start, `failed` when they fail or the zone has no Ready site,
 //! `terminating` while they stop.
 //!
-//! Not supported (501): pinning to a Kubernetes cluster (`kubernetesClusterRef(s)`) and
-//! status-change callbacks (`subscriptionRequest`).
+//! `kubernetesClusterRef(s)` pins an app instance to Kubernetes sites of its zone
+//! ([`App::pins`]): the scheduler then places it on those sites only. A `subscriptionRequest`
+//! asks for status-change callbacks, CloudEvents delivered by the subscription engine
+//! ([`super::status`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -41,6 +43,7 @@ use super::{
     CamaraError, EAM_ROOT,
     eam::{CamaraApp, CamaraJson, ensure, find_app, valid_name},
     ids,
+    status::{self, Plan, SubscriptionRequest, Target},
 };
 use crate::{
     ApiError, ApiState,
@@ -67,6 +70,13 @@ pub struct CamaraInstance {
     /// The deployment that owns it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployment: Option<String>,
+    /// The Kubernetes sites it is pinned to (`kubernetesClusterRef`); empty: any site of
+    /// the zone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<SiteId>,
+    /// Its status-change subscription (`subscriptionRequest`), if it has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 impl Resource for CamaraInstance {
@@ -86,6 +96,9 @@ pub struct CamaraDeployment {
     pub name: String,
     /// The app.
     pub app: AppId,
+    /// Its status-change subscription (`subscriptionRequest`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<String>,
 }
 
 impl Resource for CamaraDeployment {
@@ -212,14 +225,14 @@ pub fn access_endpoint(endpoint: &str) -> Option<AccessEndpoint> {
 }
 
 /// What the status of app instances is read from: every site and mecfed instance.
-struct World {
+pub(super) struct World {
     sites: HashMap<SiteId, Site>,
     active_zones: BTreeSet<ZoneId>,
     instances: Vec<Instance>,
 }
 
 impl World {
-    async fn load<S: Store>(store: &Typed<S>) -> Result<Self, CamaraError> {
+    pub(super) async fn load<S: Store>(store: &Typed<S>) -> Result<Self, CamaraError> {
         let sites = crate::sites::sites_with_status(store).await?;
         let active_zones = sites
             .iter()
@@ -250,19 +263,38 @@ impl World {
             .map(|s| s.region.as_str())
     }
 
-    fn info(&self, rec: &CamaraInstance, app: &App, provider: &str) -> AppInstanceInfo {
+    /// The Kubernetes site with CAMARA cluster id `uuid`.
+    fn cluster(&self, uuid: Uuid) -> Option<&Site> {
+        self.sites
+            .values()
+            .find(|s| s.kind == SiteKind::Kubernetes && ids::cluster_uuid(&s.id) == uuid)
+    }
+
+    /// The mecfed instances serving app instance `rec`, by id.
+    fn serving(&self, rec: &CamaraInstance) -> Vec<(&Instance, &Site)> {
         let mut here: Vec<(&Instance, &Site)> = self
             .instances
             .iter()
             .filter(|i| i.app == rec.app)
             .filter_map(|i| self.sites.get(&i.site).map(|s| (i, s)))
             .filter(|(_, s)| s.zone == rec.zone)
+            .filter(|(_, s)| rec.clusters.is_empty() || rec.clusters.contains(&s.id))
             .collect();
         here.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-        let status = instance_status(
-            here.iter().map(|(i, _)| i.state),
+        here
+    }
+
+    /// The CAMARA status of app instance `rec`.
+    pub(super) fn status(&self, rec: &CamaraInstance) -> &'static str {
+        instance_status(
+            self.serving(rec).iter().map(|(i, _)| i.state),
             self.active_zones.contains(&rec.zone),
-        );
+        )
+    }
+
+    fn info(&self, rec: &CamaraInstance, app: &App, provider: &str) -> AppInstanceInfo {
+        let here = self.serving(rec);
+        let status = self.status(rec);
         let serving = here
             .iter()
             .find(|(i, _)| i.state == InstanceState::Ready)
@@ -296,25 +328,33 @@ impl World {
 
 // === store helpers ===
 
-/// Makes `app`'s deployed zones the union of its app instances' zones, retrying on
-/// concurrent changes of the app.
+/// Makes `app`'s deployed zones the union of its app instances' zones, and its pins their
+/// clusters, retrying on concurrent changes of the app.
 async fn sync_zones<S: Store>(store: &Typed<S>, app: &AppId) -> Result<(), CamaraError> {
     loop {
         let (records, _) = store.list::<CamaraInstance>().await?;
-        let zones: BTreeSet<ZoneId> = records
+        let mut zones: BTreeSet<ZoneId> = BTreeSet::new();
+        let mut pins: BTreeMap<ZoneId, Vec<SiteId>> = BTreeMap::new();
+        for r in records
             .into_iter()
-            .filter(|r| &r.value.app == app)
-            .map(|r| r.value.zone)
-            .collect();
+            .map(|r| r.value)
+            .filter(|r| &r.app == app)
+        {
+            if !r.clusters.is_empty() {
+                pins.entry(r.zone.clone()).or_default().extend(r.clusters);
+            }
+            zones.insert(r.zone);
+        }
         let zones: Vec<ZoneId> = zones.into_iter().collect();
         let Some(current) = store.get::<App>(app.as_str()).await? else {
             return Ok(());
         };
-        if current.value.zones.as_ref() == Some(&zones) {
+        if current.value.zones.as_ref() == Some(&zones) && current.value.pins == pins {
             return Ok(());
         }
         let mut next = current.value;
         next.zones = Some(zones);
+        next.pins = pins;
         match store.update(&next, current.revision).await {
             Ok(_) => return Ok(()),
             Err(TypedError::Conflict { .. }) => continue,
@@ -358,13 +398,6 @@ fn name_field(field: &str, name: &str) -> Result<(), ValidationError> {
     )
 }
 
-fn unsupported(what: &str) -> CamaraError {
-    CamaraError::coded(
-        ApiError::NotImplemented(format!("{what} is not supported")),
-        "NOT_IMPLEMENTED",
-    )
-}
-
 fn zone_not_found(raw: &str) -> CamaraError {
     ApiError::NotFound(format!("edge cloud zone {raw} not found")).into()
 }
@@ -386,9 +419,56 @@ pub(crate) struct CreateInstance {
     app_id: String,
     edge_cloud_zone_id: String,
     #[serde(default)]
-    kubernetes_cluster_ref: Option<serde_json::Value>,
+    kubernetes_cluster_ref: Option<String>,
     #[serde(default)]
-    subscription_request: Option<serde_json::Value>,
+    subscription_request: Option<SubscriptionRequest>,
+}
+
+/// The Kubernetes sites named by `refs` (field `field`), each in one of `zones`.
+fn resolve_clusters(
+    world: &World,
+    refs: &[String],
+    zones: &[ZoneId],
+    field: &str,
+) -> Result<Vec<(ZoneId, SiteId)>, CamaraError> {
+    ensure(refs.len() <= MAX_ITEMS, field, "at most 100 clusters")?;
+    let mut out: Vec<(ZoneId, SiteId)> = Vec::with_capacity(refs.len());
+    for (i, raw) in refs.iter().enumerate() {
+        let at = if refs.len() == 1 && !field.ends_with('s') {
+            field.to_string()
+        } else {
+            format!("{field}[{i}]")
+        };
+        let u = ids::parse(&at, raw)?;
+        let site = world.cluster(u).ok_or_else(|| {
+            CamaraError::from(ApiError::NotFound(format!(
+                "kubernetes cluster {raw} not found"
+            )))
+        })?;
+        ensure(
+            zones.contains(&site.zone),
+            &at,
+            "is a cluster of another edge cloud zone",
+        )?;
+        ensure(!out.iter().any(|(_, s)| s == &site.id), &at, "repeated")?;
+        out.push((site.zone.clone(), site.id.clone()));
+    }
+    Ok(out)
+}
+
+/// The clusters of `pins` in `zone`.
+fn clusters_in(pins: &[(ZoneId, SiteId)], zone: &ZoneId) -> Vec<SiteId> {
+    pins.iter()
+        .filter(|(z, _)| z == zone)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// Checks a `subscriptionRequest` before anything is stored.
+fn plan(req: Option<&SubscriptionRequest>, target: Target) -> Result<Option<Plan>, CamaraError> {
+    Ok(req
+        .map(|r| r.check(target, crate::util::now_unix()))
+        .transpose()?)
 }
 
 pub(crate) async fn create_instance<S: Store>(
@@ -401,17 +481,18 @@ pub(crate) async fn create_instance<S: Store>(
     name_field("name", &body.name)?;
     ids::parse("appId", &body.app_id)?;
     let zone_uuid = ids::parse("edgeCloudZoneId", &body.edge_cloud_zone_id)?;
-    if body.kubernetes_cluster_ref.is_some() {
-        return Err(unsupported("kubernetesClusterRef (pinning to a cluster)"));
-    }
-    if body.subscription_request.is_some() {
-        return Err(unsupported("subscriptionRequest (status callbacks)"));
-    }
+    let plan = plan(body.subscription_request.as_ref(), Target::Instance)?;
     let (app, camara) = find_app(&st.store, &p, &body.app_id).await?;
     let world = World::load(&st.store).await?;
     let zone = world
         .zone(zone_uuid)
         .ok_or_else(|| zone_not_found(&body.edge_cloud_zone_id))?;
+    let pins = resolve_clusters(
+        &world,
+        body.kubernetes_cluster_ref.as_slice(),
+        std::slice::from_ref(&zone),
+        "kubernetesClusterRef",
+    )?;
     if records_of(&st.store, &app.id)
         .await?
         .iter()
@@ -429,10 +510,42 @@ pub(crate) async fn create_instance<S: Store>(
         id: Uuid::new_v4().to_string(),
         name: body.name,
         app: app.id.clone(),
+        clusters: clusters_in(&pins, &zone),
         zone,
         deployment: None,
+        subscription: plan.as_ref().map(|_| Uuid::new_v4().to_string()),
     };
     st.store.create(&rec).await?;
+    if let (Some(plan), Some(req), Some(sub)) = (
+        plan,
+        body.subscription_request.as_ref(),
+        rec.subscription.as_deref(),
+    ) {
+        let now = status::members(
+            &world,
+            Target::Instance,
+            &rec.id,
+            std::slice::from_ref(&rec),
+            &[],
+        )
+        .unwrap_or_default();
+        let made = status::subscribe(
+            &st.store,
+            &p,
+            sub,
+            Target::Instance,
+            &rec.id,
+            req,
+            plan,
+            &now,
+        )
+        .await;
+        if let Err(e) = made {
+            // Nothing half-made stays: the instance goes with its subscription.
+            st.store.delete::<CamaraInstance>(&rec.id, None).await?;
+            return Err(e.into());
+        }
+    }
     sync_zones(&st.store, &app.id).await?;
     let path = format!("{EAM_ROOT}/appinstances/{}", rec.id);
     let info = world.info(&rec, &app, &camara.manifest.app_provider);
@@ -538,6 +651,9 @@ pub(crate) async fn delete_instance<S: Store>(
     p.require(scopes::EAM_INSTANCES_DELETE)?;
     let rec = find_instance(&st.store, &p, &raw).await?;
     st.store.delete::<CamaraInstance>(&rec.id, None).await?;
+    if let Some(sub) = &rec.subscription {
+        status::target_deleted(&st.store, sub).await?;
+    }
     sync_zones(&st.store, &rec.app).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -552,9 +668,9 @@ pub(crate) struct CreateDeployment {
     app_id: String,
     edge_cloud_zones: Vec<String>,
     #[serde(default)]
-    kubernetes_cluster_refs: Option<serde_json::Value>,
+    kubernetes_cluster_refs: Option<Vec<String>>,
     #[serde(default)]
-    subscription_request: Option<serde_json::Value>,
+    subscription_request: Option<SubscriptionRequest>,
 }
 
 /// Parses and resolves a deployment's zone list: UUIDs, no repeats, at most 100, all known.
@@ -619,11 +735,13 @@ fn taken<'a>(
     })
 }
 
-/// Creates the app instances of deployment `d` for `zones`, numbered after `first`.
+/// Creates the app instances of deployment `d` for `zones`, numbered after `first`, pinned
+/// to the clusters of `pins` in their zone.
 async fn add_members<S: Store>(
     store: &Typed<S>,
     d: &CamaraDeployment,
     zones: &[ZoneId],
+    pins: &[(ZoneId, SiteId)],
     first: usize,
 ) -> Result<(), CamaraError> {
     for (i, zone) in zones.iter().enumerate() {
@@ -634,6 +752,8 @@ async fn add_members<S: Store>(
                 app: d.app.clone(),
                 zone: zone.clone(),
                 deployment: Some(d.id.clone()),
+                clusters: clusters_in(pins, zone),
+                subscription: None,
             })
             .await?;
     }
@@ -648,14 +768,15 @@ pub(crate) async fn create_deployment<S: Store>(
     p.require(scopes::EAM_DEPLOYMENTS_WRITE)?;
     name_field("appDeploymentName", &body.app_deployment_name)?;
     ids::parse("appId", &body.app_id)?;
-    if body.kubernetes_cluster_refs.is_some() {
-        return Err(unsupported("kubernetesClusterRefs (pinning to clusters)"));
-    }
-    if body.subscription_request.is_some() {
-        return Err(unsupported("subscriptionRequest (status callbacks)"));
-    }
+    let plan = plan(body.subscription_request.as_ref(), Target::Deployment)?;
     let world = World::load(&st.store).await?;
     let zones = resolve_zones(&world, &body.edge_cloud_zones)?;
+    let pins = resolve_clusters(
+        &world,
+        body.kubernetes_cluster_refs.as_deref().unwrap_or_default(),
+        &zones,
+        "kubernetesClusterRefs",
+    )?;
     let (app, _) = find_app(&st.store, &p, &body.app_id).await?;
     let (deployments, _) = st.store.list::<CamaraDeployment>().await?;
     if deployments
@@ -684,9 +805,47 @@ pub(crate) async fn create_deployment<S: Store>(
         id: Uuid::new_v4().to_string(),
         name: body.app_deployment_name,
         app: app.id.clone(),
+        subscription: plan.as_ref().map(|_| Uuid::new_v4().to_string()),
     };
     st.store.create(&d).await?;
-    add_members(&st.store, &d, &zones, 0).await?;
+    add_members(&st.store, &d, &zones, &pins, 0).await?;
+    if let (Some(plan), Some(req), Some(sub)) = (
+        plan,
+        body.subscription_request.as_ref(),
+        d.subscription.as_deref(),
+    ) {
+        let records = records_of(&st.store, &app.id).await?;
+        let now = status::members(
+            &world,
+            Target::Deployment,
+            &d.id,
+            &records,
+            std::slice::from_ref(&d),
+        )
+        .unwrap_or_default();
+        let made = status::subscribe(
+            &st.store,
+            &p,
+            sub,
+            Target::Deployment,
+            &d.id,
+            req,
+            plan,
+            &now,
+        )
+        .await;
+        if let Err(e) = made {
+            // Nothing half-made stays: the deployment goes with its subscription.
+            for r in records
+                .iter()
+                .filter(|r| r.deployment.as_deref() == Some(d.id.as_str()))
+            {
+                st.store.delete::<CamaraInstance>(&r.id, None).await?;
+            }
+            st.store.delete::<CamaraDeployment>(&d.id, None).await?;
+            return Err(e.into());
+        }
+    }
     sync_zones(&st.store, &app.id).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -772,6 +931,9 @@ pub(crate) async fn delete_deployment<S: Store>(
         }
     }
     st.store.delete::<CamaraDeployment>(&d.id, None).await?;
+    if let Some(sub) = &d.subscription {
+        status::target_deleted(&st.store, sub).await?;
+    }
     sync_zones(&st.store, &d.app).await?;
     Ok(StatusCode::ACCEPTED)
 }
@@ -833,13 +995,6 @@ pub(crate) async fn patch_deployment<S: Store>(
             return Err(ValidationError::new("appDeploymentName", "must be a string").into());
         }
     };
-    if patch
-        .kubernetes_cluster_refs
-        .as_ref()
-        .is_some_and(|v| !v.is_null())
-    {
-        return Err(unsupported("kubernetesClusterRefs (pinning to clusters)"));
-    }
     let world = World::load(&st.store).await?;
     let zones = match patch.edge_cloud_zones {
         None => None,
@@ -851,6 +1006,30 @@ pub(crate) async fn patch_deployment<S: Store>(
         }
     };
     let records = records_of(&st.store, &d.app).await?;
+    let mine: Vec<&CamaraInstance> = records
+        .iter()
+        .filter(|r| r.deployment.as_deref() == Some(d.id.as_str()))
+        .collect();
+    // The pins after the patch: the new list against the zones after the patch; `null`
+    // removes every pin; left out, each member keeps its own.
+    let pins: Option<Vec<(ZoneId, SiteId)>> = match patch.kubernetes_cluster_refs {
+        None => None,
+        Some(serde_json::Value::Null) => Some(Vec::new()),
+        Some(v) => {
+            let raw: Vec<String> = serde_json::from_value(v).map_err(|_| {
+                ValidationError::new("kubernetesClusterRefs", "must be an array of cluster ids")
+            })?;
+            let zones_after: Vec<ZoneId> = zones
+                .clone()
+                .unwrap_or_else(|| mine.iter().map(|r| r.zone.clone()).collect());
+            Some(resolve_clusters(
+                &world,
+                &raw,
+                &zones_after,
+                "kubernetesClusterRefs",
+            )?)
+        }
+    };
     if let Some(n) = &name {
         let (deployments, _) = st.store.list::<CamaraDeployment>().await?;
         if deployments
@@ -879,21 +1058,42 @@ pub(crate) async fn patch_deployment<S: Store>(
         d.name = n;
         st.store.put(&d).await?;
     }
-    if let Some(zones) = zones {
-        let mine: Vec<&CamaraInstance> = records
-            .iter()
-            .filter(|r| r.deployment.as_deref() == Some(d.id.as_str()))
-            .collect();
+    let kept: Vec<&CamaraInstance> = mine
+        .iter()
+        .copied()
+        .filter(|r| zones.as_ref().is_none_or(|z| z.contains(&r.zone)))
+        .collect();
+    if let Some(zones) = &zones {
         for r in &mine {
             if !zones.contains(&r.zone) {
                 st.store.delete::<CamaraInstance>(&r.id, None).await?;
             }
         }
         let new: Vec<ZoneId> = zones
-            .into_iter()
-            .filter(|z| !mine.iter().any(|r| &r.zone == z))
+            .iter()
+            .filter(|z| !mine.iter().any(|r| &r.zone == *z))
+            .cloned()
             .collect();
-        add_members(&st.store, &d, &new, mine.len()).await?;
+        add_members(
+            &st.store,
+            &d,
+            &new,
+            pins.as_deref().unwrap_or_default(),
+            mine.len(),
+        )
+        .await?;
+    }
+    if let Some(pins) = &pins {
+        for r in kept {
+            let clusters = clusters_in(pins, &r.zone);
+            if clusters != r.clusters {
+                let mut next = r.clone();
+                next.clusters = clusters;
+                st.store.put(&next).await?;
+            }
+        }
+    }
+    if zones.is_some() || pins.is_some() {
         sync_zones(&st.store, &d.app).await?;
     }
     let (records, _) = st.store.list::<CamaraInstance>().await?;
@@ -950,6 +1150,8 @@ mod tests {
             app: AppId::new("a1").unwrap(),
             zone: z(zone),
             deployment: dep.map(str::to_string),
+            clusters: Vec::new(),
+            subscription: None,
         };
         let records = vec![rec("z1", Some("d1")), rec("z2", None)];
         let want = [z("z1"), z("z3")];

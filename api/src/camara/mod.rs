@@ -5,6 +5,7 @@ pub mod eam;
 pub(crate) mod ids;
 pub mod lifecycle;
 pub mod sed;
+pub mod status;
 
 use axum::{
     Json,

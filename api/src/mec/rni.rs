@@ -663,6 +663,7 @@ pub(crate) async fn create_subscription<S: Store>(
             expiry_notification: expiry(&sub, &href),
             next_seq: 0,
             created_at: now_unix(),
+            delivery: notify::Delivery::default(),
         },
         test,
     )

@@ -256,6 +256,7 @@ pub(crate) async fn create<T: Mp1Subscription, S: Store>(
             expiry_notification: None,
             next_seq: 0,
             created_at: now_unix(),
+            delivery: notify::Delivery::default(),
         },
         None,
     )

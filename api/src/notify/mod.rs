@@ -26,7 +26,9 @@ use mecfed_store::{
 use serde::{Deserialize, Serialize};
 
 pub use rest::SubscriptionView;
-pub use worker::{LEADER_KEY, Notifier, NotifierConfig, NotifyMetrics};
+pub use worker::{
+    LEADER_KEY, Notifier, NotifierConfig, NotifyMetrics, SYSTEM_BUNDLE, pem_roots, system_roots,
+};
 
 use crate::ApiError;
 
@@ -68,6 +70,28 @@ pub struct Subscription {
     /// When it was created, seconds since the Unix epoch.
     #[serde(default)]
     pub created_at: u64,
+    /// How its notifications are sent, when not as plain JSON without credentials.
+    #[serde(default, skip_serializing_if = "Delivery::is_plain")]
+    pub delivery: Delivery,
+}
+
+/// How a subscription's notifications are POSTed: the content type and the credential the
+/// subscriber gave for its sink (CAMARA `sinkCredential`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delivery {
+    /// The body's media type; `application/json` when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer: Option<String>,
+}
+
+impl Delivery {
+    fn is_plain(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 impl Resource for Subscription {
@@ -94,6 +118,9 @@ pub struct Notification {
     pub body: serde_json::Value,
     /// When it was queued, milliseconds since the Unix epoch.
     pub enqueued_at_ms: u64,
+    /// How it is sent.
+    #[serde(default, skip_serializing_if = "Delivery::is_plain")]
+    pub delivery: Delivery,
 }
 
 impl Resource for Notification {
@@ -144,6 +171,7 @@ impl Subscription {
             callback: self.callback.clone(),
             body,
             enqueued_at_ms: now_ms(),
+            delivery: self.delivery.clone(),
         }
     }
 }
@@ -177,15 +205,26 @@ pub async fn create<S: Store>(
     Ok(sub)
 }
 
-/// Why [`enqueue`] did not queue a notification.
+/// What [`enqueue`] or [`emit`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Enqueued {
-    /// Queued at this sequence number.
+    /// Queued, the first at this sequence number.
     Queued(u64),
+    /// Nothing to queue.
+    Nothing,
     /// The subscription is gone.
     Gone,
     /// Its outbox is full ([`MAX_PENDING_PER_SUBSCRIPTION`]).
     Full,
+}
+
+/// What [`emit`] queues for a subscription, decided on its current state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Emit {
+    /// Notification bodies, queued in this order.
+    pub bodies: Vec<serde_json::Value>,
+    /// Whether the subscription ends after them (it is deleted; they are still delivered).
+    pub end: bool,
 }
 
 /// Queues `body` for subscription `id`, behind everything queued for it before.
@@ -193,6 +232,21 @@ pub async fn enqueue<S: Store>(
     store: &Typed<S>,
     id: &str,
     body: serde_json::Value,
+) -> Result<Enqueued, ApiError> {
+    emit(store, id, |_| Emit {
+        bodies: vec![body.clone()],
+        end: false,
+    })
+    .await
+}
+
+/// Lets `decide` look at subscription `id` (and change its body, say to remember what it
+/// last reported), then queues what it returns, in one transaction with the change: a
+/// concurrent or repeated producer never reports one change twice.
+pub async fn emit<S: Store>(
+    store: &Typed<S>,
+    id: &str,
+    mut decide: impl FnMut(&mut Subscription) -> Emit,
 ) -> Result<Enqueued, ApiError> {
     loop {
         let Some(Versioned {
@@ -202,21 +256,35 @@ pub async fn enqueue<S: Store>(
         else {
             return Ok(Enqueued::Gone);
         };
-        if pending_count(store, id).await? >= MAX_PENDING_PER_SUBSCRIPTION {
+        let Emit { bodies, end } = decide(&mut sub);
+        if bodies.is_empty() && !end {
+            return Ok(Enqueued::Nothing);
+        }
+        let pending = pending_count(store, id).await?;
+        if pending + bodies.len() as u64 > MAX_PENDING_PER_SUBSCRIPTION {
             return Ok(Enqueued::Full);
         }
-        let seq = sub.next_seq;
-        let n = sub.notification(seq, body.clone());
-        sub.next_seq += 1;
+        let first = sub.next_seq;
         let key = typed::key::<Subscription>(id);
+        let mut ops = Vec::with_capacity(bodies.len() + 1);
+        for body in bodies {
+            let n = sub.notification(sub.next_seq, body);
+            sub.next_seq += 1;
+            ops.push(TxnOp::put(typed::key::<Notification>(&n.id()), json(&n)?));
+        }
+        ops.insert(
+            0,
+            if end {
+                TxnOp::Delete(key.clone())
+            } else {
+                TxnOp::put(key.clone(), json(&sub)?)
+            },
+        );
         let txn = Txn::new()
-            .when([Compare::mod_revision(key.clone(), revision)])
-            .and_then([
-                TxnOp::put(key, json(&sub)?),
-                TxnOp::put(typed::key::<Notification>(&n.id()), json(&n)?),
-            ]);
+            .when([Compare::mod_revision(key, revision)])
+            .and_then(ops);
         if store.store().txn(txn).await?.succeeded {
-            return Ok(Enqueued::Queued(seq));
+            return Ok(Enqueued::Queued(first));
         }
         // The subscription changed meanwhile (another event, an update): read it again.
     }
@@ -332,17 +400,16 @@ pub async fn fan_out<S: Store>(
     Ok(())
 }
 
-/// Checks a `callbackReference`: an absolute `http` URI with a host (the delivery client
-/// has no TLS yet, so an `https` callback is refused rather than retried in vain).
+/// Checks a `callbackReference`: an absolute `http` or `https` URI with a host (`https`
+/// servers are verified against the notifier's [`NotifierConfig::roots`]).
 pub fn validate_callback(uri: &str, field: &str) -> Result<(), ApiError> {
     let bad = |why: &str| Err(ApiError::BadRequest(format!("invalid {field}: {why}")));
     let Ok(parsed) = uri.parse::<axum::http::Uri>() else {
         return bad("not a URI");
     };
     match parsed.scheme_str() {
-        Some("http") => {}
-        Some("https") => return bad("https callbacks are not offered yet; give an http URI"),
-        _ => return bad("must be an absolute http URI"),
+        Some("http" | "https") => {}
+        _ => return bad("must be an absolute http or https URI"),
     }
     if parsed.host().is_none_or(str::is_empty) {
         return bad("has no host");
@@ -376,14 +443,8 @@ mod tests {
     fn callbacks_are_absolute_http_uris() {
         assert!(validate_callback("http://127.0.0.1:9/cb", "callbackReference").is_ok());
         assert!(validate_callback("http://app.example/notify?x=1", "callbackReference").is_ok());
-        for bad in [
-            "",
-            "/relative",
-            "ftp://h/x",
-            "http://",
-            "not a uri",
-            "https://app.example/n",
-        ] {
+        assert!(validate_callback("https://app.example/n", "callbackReference").is_ok());
+        for bad in ["", "/relative", "ftp://h/x", "http://", "not a uri"] {
             let e = validate_callback(bad, "callbackReference").unwrap_err();
             assert!(e.to_string().contains("callbackReference"), "{bad}: {e}");
         }

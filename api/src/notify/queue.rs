@@ -138,6 +138,13 @@ impl DeliveryQueue {
         self.prune(subscription);
     }
 
+    /// The subscription ended while notification `seq` was in flight (its callback answered
+    /// 410 Gone): the whole lane goes, nothing more is sent to it.
+    pub fn drop_lane(&mut self, subscription: &str, seq: u64) {
+        self.finish(subscription, seq);
+        self.lanes.remove(subscription);
+    }
+
     /// Sending notification `seq` failed at `now`: the lane waits out its back-off. Returns
     /// the number of consecutive failures of this head, 0 if it is no longer the head.
     pub fn failed(&mut self, subscription: &str, seq: u64, now: Instant) -> u32 {
@@ -194,6 +201,7 @@ mod tests {
             callback: "http://127.0.0.1:1/".into(),
             body: serde_json::json!({ "seq": seq }),
             enqueued_at_ms: 0,
+            delivery: Default::default(),
         }
     }
 
@@ -301,5 +309,21 @@ mod tests {
         // A result for something unknown is ignored.
         q.delivered("zzz", 3);
         assert_eq!(q.failed("zzz", 3, t), 0);
+    }
+
+    #[test]
+    fn a_dropped_lane_sends_nothing_more() {
+        let mut q = DeliveryQueue::new(BACKOFF);
+        let t = Instant::now();
+        for seq in 0..3 {
+            q.insert(n("a", seq));
+        }
+        q.insert(n("b", 0));
+        assert_eq!(q.due(t, 10).len(), 2);
+        q.drop_lane("a", 0);
+        assert_eq!(q.in_flight(), 1);
+        assert_eq!(q.pending(), 1);
+        q.delivered("b", 0);
+        assert!(q.due(t, 10).is_empty());
     }
 }

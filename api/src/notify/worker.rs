@@ -34,6 +34,39 @@ pub struct NotifierConfig {
     pub max_in_flight: usize,
     /// TTL of the delivery leadership.
     pub leader_ttl: Duration,
+    /// The certificate authorities `https` callbacks are verified against (see
+    /// [`system_roots`] and [`pem_roots`]); none: every `https` callback fails.
+    pub roots: Vec<reqwest::Certificate>,
+}
+
+/// Where Debian (and most distributions) keep the system's trusted CAs as one PEM bundle.
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// The system's trusted CAs ([`SYSTEM_BUNDLE`]); none when it is missing or unreadable.
+pub fn system_roots() -> Vec<reqwest::Certificate> {
+    pem_roots(std::path::Path::new(SYSTEM_BUNDLE)).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "no system CA bundle: https callbacks need --callback-ca");
+        Vec::new()
+    })
+}
+
+/// The certificates of the PEM bundle at `path`.
+pub fn pem_roots(path: &std::path::Path) -> std::io::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: no certificate in the file", path.display()),
+        ));
+    }
+    Ok(certs)
 }
 
 impl Default for NotifierConfig {
@@ -47,6 +80,7 @@ impl Default for NotifierConfig {
             give_up_after: Duration::from_secs(24 * 3600),
             max_in_flight: 64,
             leader_ttl: Duration::from_secs(10),
+            roots: Vec::new(),
         }
     }
 }
@@ -119,6 +153,9 @@ impl NotifyMetrics {
 #[derive(Debug)]
 enum Outcome {
     Delivered,
+    /// The callback answered 410 Gone: the subscriber wants no more; the subscription and
+    /// its outbox are deleted.
+    Gone,
     Failed(String),
 }
 
@@ -165,18 +202,21 @@ async fn next_event(
 }
 
 impl<S: Store> Notifier<S> {
-    /// A notifier over `store`.
-    pub fn new(store: Typed<S>, config: NotifierConfig) -> Self {
-        let client = reqwest::Client::builder()
+    /// A notifier over `store`; fails when the TLS client cannot be built.
+    pub fn new(store: Typed<S>, config: NotifierConfig) -> Result<Self, reqwest::Error> {
+        let mut client = reqwest::Client::builder()
             .user_agent(concat!("mecfed/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("a default HTTP client builds");
-        Self {
+            .https_only(false)
+            .tls_built_in_root_certs(false);
+        for root in &config.roots {
+            client = client.add_root_certificate(root.clone());
+        }
+        Ok(Self {
             store,
-            client,
+            client: client.build()?,
             config,
             metrics: None,
-        }
+        })
     }
 
     /// Records metrics in `metrics`.
@@ -367,6 +407,17 @@ impl<S: Store> Notifier<S> {
                     l.queue.delivered(&n.subscription, n.seq);
                 }
             }
+            Outcome::Gone => {
+                tracing::info!(subscription = %n.subscription, callback = %n.callback,
+                    "callback answered 410 Gone: subscription ended");
+                if let Some(m) = m {
+                    m.dropped.with_label_values(&[&n.family]).inc();
+                }
+                // Its outbox is deleted; its lane goes at once, before the watch tells.
+                if let Some(l) = live.as_mut() {
+                    l.queue.drop_lane(&n.subscription, n.seq);
+                }
+            }
             Outcome::Failed(why) => {
                 let age = Duration::from_millis(now_ms().saturating_sub(n.enqueued_at_ms));
                 if age >= self.config.give_up_after {
@@ -411,13 +462,25 @@ impl<S: Store> Notifier<S> {
         let store = self.store.clone();
         let timeout = self.config.timeout;
         tokio::spawn(async move {
-            let sent = client
-                .post(&n.callback)
-                .timeout(timeout)
-                .json(&n.body)
-                .send()
-                .await;
+            let mut req = client.post(&n.callback).timeout(timeout).header(
+                reqwest::header::CONTENT_TYPE,
+                n.delivery
+                    .content_type
+                    .as_deref()
+                    .unwrap_or("application/json"),
+            );
+            if let Some(token) = &n.delivery.bearer {
+                req = req.bearer_auth(token);
+            }
+            let body = serde_json::to_vec(&n.body).unwrap_or_default();
+            let sent = req.body(body).send().await;
             let outcome = match sent {
+                Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+                    match super::remove(&store, &n.subscription).await {
+                        Ok(_) => Outcome::Gone,
+                        Err(e) => Outcome::Failed(format!("410 Gone, not removed: {e}")),
+                    }
+                }
                 Ok(r) if r.status().is_success() => {
                     match store.delete::<Notification>(&n.id(), None).await {
                         Ok(_) => Outcome::Delivered,
@@ -485,6 +548,7 @@ mod tests {
             callback: "http://h/".into(),
             body: serde_json::Value::Null,
             enqueued_at_ms: 0,
+            delivery: Default::default(),
         };
         let key = typed::key::<Notification>(&n.id());
         assert_eq!(outbox_entry(&key), Some(("3f2a".into(), 42)));

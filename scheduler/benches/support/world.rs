@@ -176,6 +176,7 @@ pub fn app(i: usize, rng: &mut Rng) -> App {
         load: None,
         stateful: true,
         zones: None,
+        pins: Default::default(),
     }
 }
 

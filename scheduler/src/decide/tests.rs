@@ -55,6 +55,7 @@ fn app(id: &str, budget: u32, areas: Vec<DemandArea>) -> App {
         load: None,
         stateful: true,
         zones: None,
+        pins: Default::default(),
     }
 }
 
@@ -129,6 +130,33 @@ fn deployed_zones_restrict_the_sites_and_none_means_no_instances() {
     assert_eq!(
         reasons_of(&snap, &rej, "cork-1"),
         vec![Reason::ZoneNotDeployed]
+    );
+}
+
+#[test]
+fn a_pinned_zone_places_only_on_its_pinned_sites() {
+    let snap = ready(vec![
+        site("cork-1", "op-a", "z-cork", CORK, BIG),
+        site("cork-2", "op-a", "z-cork", CORK, BIG),
+        site("cork-3", "op-b", "z-cork-b", CORK, BIG),
+    ])
+    .build();
+    let mut a = app("arena", 11, vec![area("cork", CORK, 100)]);
+    let z = |s: &str| ZoneId::new(s).unwrap();
+    a.zones = Some(vec![z("z-cork"), z("z-cork-b")]);
+    // Pinned in z-cork only; z-cork-b is unaffected.
+    a.pins
+        .insert(z("z-cork"), vec![SiteId::new("cork-2").unwrap()]);
+    let (d, rej) = schedule(&snap, &a, &PlacementPolicy::default());
+    let placed = replicas(&d);
+    assert!(
+        placed.contains_key("cork-2") && placed.contains_key("cork-3"),
+        "{placed:?}"
+    );
+    assert!(!placed.contains_key("cork-1"), "{placed:?}");
+    assert_eq!(
+        reasons_of(&snap, &rej, "cork-1"),
+        vec![Reason::PinnedElsewhere]
     );
 }
 

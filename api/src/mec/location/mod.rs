@@ -445,6 +445,7 @@ pub(crate) async fn create_subscription<S: Store>(
             expiry_notification: None,
             next_seq: 0,
             created_at: now_unix(),
+            delivery: notify::Delivery::default(),
         },
         test,
     )
@@ -536,7 +537,7 @@ async fn queue<S: Store>(
     let mut body = e.body;
     body["timeStamp"] = model::timestamp(now());
     body["_links"] = json!({"self": {"href": sub.href}, "subscription": {"href": sub.href}});
-    let queued = notify::enqueue(store, &sub.id, json!({ e.wrapper: body })).await?;
+    let body = json!({ e.wrapper: body });
     let parsed: Option<LocationSubscription> = serde_json::from_value(sub.body.clone()).ok();
     let max = parsed
         .as_ref()
@@ -544,17 +545,14 @@ async fn queue<S: Store>(
         .and_then(|r| r.maximum_count)
         .filter(|m| *m > 0);
     let tests = u64::from(parsed.as_ref().and_then(|s| s.request_test_notification) == Some(true));
-    let done = match queued {
-        notify::Enqueued::Queued(seq) => {
-            parsed.as_ref().is_some_and(model::one_time)
-                || max.is_some_and(|m| seq + 1 - tests >= u64::from(m))
-        }
-        _ => false,
-    };
-    if done {
-        // What is queued is still delivered.
-        store.delete::<Subscription>(&sub.id, None).await?;
-    }
+    let one_time = parsed.as_ref().is_some_and(model::one_time);
+    // The last report and the end of the subscription are one write; what is queued is
+    // still delivered.
+    notify::emit(store, &sub.id, |current| notify::Emit {
+        bodies: vec![body.clone()],
+        end: one_time || max.is_some_and(|m| current.next_seq + 1 - tests >= u64::from(m)),
+    })
+    .await?;
     Ok(())
 }
 
