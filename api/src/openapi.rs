@@ -248,8 +248,20 @@ fn walk(v: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>) -> bool) -> bo
 /// The corrections mecfed applies.
 pub const ERRATA: &[Erratum] = &[
     Erratum {
+        prefixes: &["mec013_"],
+        what: "path parameter `subscriptionId` (Path.SubscrId) is one path segment, the id at \
+               the end of the subscription's href, yet declared `format: uri`, which no single \
+               segment can hold: the format is dropped",
+        apply: |v| {
+            let p = &mut v["components"]["parameters"]["Path.SubscrId"]["schema"];
+            p.as_object_mut()
+                .is_some_and(|m| m.remove("format").is_some())
+        },
+    },
+    Erratum {
         prefixes: &["mec011as_", "mec011sm_", "mec012_"],
-        what: "`enum: [SEE_DESCRIPTION]` is a conversion placeholder; the permitted values are                in the description: the enum is dropped",
+        what: "`enum: [SEE_DESCRIPTION]` is a conversion placeholder; the permitted values are \
+               in the description: the enum is dropped",
         apply: |v| {
             walk(v, &mut |m| {
                 let placeholder = m.get("enum") == Some(&json!(["SEE_DESCRIPTION"]));
@@ -259,7 +271,8 @@ pub const ERRATA: &[Erratum] = &[
     },
     Erratum {
         prefixes: &["mec011as_"],
-        what: "CurrentTime.timeSourceStatus has `enum: [source]`; its description permits                TRACEABLE and NONTRACEABLE",
+        what: "CurrentTime.timeSourceStatus has `enum: [source]`; its description permits \
+               TRACEABLE and NONTRACEABLE",
         apply: |v| {
             let e = &mut v["components"]["schemas"]["CurrentTime"]["properties"]["timeSourceStatus"]
                 ["enum"];
@@ -271,7 +284,9 @@ pub const ERRATA: &[Erratum] = &[
     },
     Erratum {
         prefixes: &["mec013_"],
-        what: "response wrappers of GET /subscriptions/{distance,users}/{id} require a                capitalised key that is none of their properties (users has two alternatives):                such `required` entries are dropped",
+        what: "response wrappers of GET /subscriptions/{distance,users}/{id} require a \
+               capitalised key that is none of their properties (users has two alternatives): \
+               such `required` entries are dropped",
         apply: |v| {
             walk(&mut v["paths"], &mut |m| {
                 let Some(Value::Object(props)) = m.get("properties") else {
@@ -289,7 +304,8 @@ pub const ERRATA: &[Erratum] = &[
     },
     Erratum {
         prefixes: &["mec013_"],
-        what: "UserInfo names its property `AccessPointId` but requires `accessPointId`, as                the GS names it: the property is `accessPointId`",
+        what: "UserInfo names its property `AccessPointId` but requires `accessPointId`, as \
+               the GS names it: the property is `accessPointId`",
         apply: |v| {
             let Some(Value::Object(props)) =
                 v["components"]["schemas"]["UserInfo"].get_mut("properties")
@@ -307,7 +323,8 @@ pub const ERRATA: &[Erratum] = &[
     },
     Erratum {
         prefixes: &["eam_"],
-        what: "EdgeCloudZones has `minItems: 1`, yet a status filter may match no zone and a                new federation has none: an empty list is answered",
+        what: "EdgeCloudZones has `minItems: 1`, yet a status filter may match no zone and a \
+               new federation has none: an empty list is answered",
         apply: |v| {
             v["components"]["schemas"]["EdgeCloudZones"]
                 .as_object_mut()
