@@ -481,13 +481,13 @@ pub(super) async fn subscribe<S: Store>(
         last: BTreeMap::new(),
     };
     let first = if plan.initial_event {
-        step(target, id, &mut state, Some(members), now).bodies
+        step(target, id, &mut state, Some(members), now)
     } else {
         state.last = members
             .iter()
             .map(|(i, m)| (i.clone(), m.status.to_string()))
             .collect();
-        Vec::new()
+        Emit::default()
     };
     let deadline = plan.deadline();
     let sub = Subscription {
@@ -525,9 +525,8 @@ pub(super) async fn subscribe<S: Store>(
         },
     };
     notify::create(store, sub, None).await?;
-    for body in first {
-        notify::enqueue(store, id, body).await?;
-    }
+    // The initial event, and the end when it used up the budget.
+    notify::emit(store, id, |_| first.clone()).await?;
     Ok(())
 }
 
