@@ -18,7 +18,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use mecfed_core::ValidationError;
-use mecfed_store::{Election, Store, typed::Typed};
+use mecfed_store::{Store, typed::Typed};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -613,35 +613,20 @@ impl<S: Store> StatusReporter<S> {
 
     /// Reports once a second while this process leads, until `shutdown` resolves.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut election = Election::new(
+        let this = &self;
+        crate::util::each_second_as_leader(
             self.store.store().clone(),
             LEADER_KEY,
-            format!("pid-{}-{:08x}", std::process::id(), rand::random::<u32>()),
             self.leader_ttl,
-        );
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => {
-                    if let Err(e) = election.resign().await {
-                        tracing::warn!(error = %e, "camara status reporter: cannot resign");
-                    }
-                    return;
+            "camara status reporter",
+            shutdown,
+            || async move {
+                if let Err(e) = this.report().await {
+                    tracing::warn!(error = ?e, "camara status reporter: pass failed");
                 }
-                _ = tick.tick() => {}
-            }
-            match election.campaign().await {
-                Ok(true) => {
-                    if let Err(e) = self.report().await {
-                        tracing::warn!(error = ?e, "camara status reporter: pass failed");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "camara status reporter: election failed"),
-            }
-        }
+            },
+        )
+        .await;
     }
 
     /// One pass over every status subscription.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use mecfed_store::{Election, Store, typed::Typed};
+use mecfed_store::{Store, typed::Typed};
 
 use super::{LocationSubscription, directory, model, queue, tenant_sees, ues};
 use crate::{
@@ -33,35 +33,20 @@ impl<S: Store> Reporter<S> {
 
     /// Reports once a second while this process leads, until `shutdown` resolves.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let mut election = Election::new(
+        let this = &self;
+        crate::util::each_second_as_leader(
             self.store.store().clone(),
             LEADER_KEY,
-            format!("pid-{}-{:08x}", std::process::id(), rand::random::<u32>()),
             self.leader_ttl,
-        );
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => {
-                    if let Err(e) = election.resign().await {
-                        tracing::warn!(error = %e, "location reporter: cannot resign");
-                    }
-                    return;
+            "location reporter",
+            shutdown,
+            || async move {
+                if let Err(e) = this.report(now_unix()).await {
+                    tracing::warn!(error = %e, "location reporter: pass failed");
                 }
-                _ = tick.tick() => {}
-            }
-            match election.campaign().await {
-                Ok(true) => {
-                    if let Err(e) = self.report(now_unix()).await {
-                        tracing::warn!(error = %e, "location reporter: pass failed");
-                    }
-                }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "location reporter: election failed"),
-            }
-        }
+            },
+        )
+        .await;
     }
 
     /// Queues every report due at `now`; returns how many.
