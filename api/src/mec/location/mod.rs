@@ -458,7 +458,7 @@ pub(crate) async fn create_subscription<S: Store>(
             ues: &all,
         };
         if let Some(e) = model::distance_event(&sub, &w, &|u| tenant_sees(&stored, u), now()) {
-            queue(&st.store, &stored, e).await?;
+            queue(&st.store, &stored, e, false).await?;
         }
     }
     Ok((
@@ -527,12 +527,14 @@ pub(crate) async fn delete_subscription<S: Store>(
 
 // === events ===
 
-/// Queues event `e` for `sub`, with its links and time stamp; ends the subscription when it
-/// reached its `reportingCtrl.maximumCount` or was a one-time one.
+/// Queues event `e` for `sub`, with its links and time stamp; ends the subscription when `e`
+/// is its `last` report, it reached its `reportingCtrl.maximumCount`, or it was a one-time
+/// one.
 async fn queue<S: Store>(
     store: &Typed<S>,
     sub: &Subscription,
     e: model::Event,
+    last: bool,
 ) -> Result<(), ApiError> {
     let mut body = e.body;
     body["timeStamp"] = model::timestamp(now());
@@ -550,7 +552,7 @@ async fn queue<S: Store>(
     // still delivered.
     notify::emit(store, &sub.id, |current| notify::Emit {
         bodies: vec![body.clone()],
-        end: one_time || max.is_some_and(|m| current.next_seq + 1 - tests >= u64::from(m)),
+        end: last || one_time || max.is_some_and(|m| current.next_seq + 1 - tests >= u64::from(m)),
     })
     .await?;
     Ok(())
@@ -591,7 +593,7 @@ pub(crate) async fn ue_changed<S: Store>(
     for (sub, kind, parsed) in &subs {
         let visible = |u: &Ue| tenant_sees(sub, u);
         for e in model::events(parsed, *kind, ue, &b, &a, &visible, now) {
-            queue(store, sub, e).await?;
+            queue(store, sub, e, false).await?;
         }
     }
     Ok(())

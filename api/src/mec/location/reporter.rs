@@ -76,15 +76,14 @@ impl<S: Store> Reporter<S> {
             let ue = all
                 .iter()
                 .find(|u| model::names(addr, u) && tenant_sees(&sub, u));
+            // The final report and the end of the subscription are one write.
             queue(
                 &self.store,
                 &sub,
                 model::periodic_report(addr, ue, &dir, last),
+                last,
             )
             .await?;
-            if last {
-                self.store.delete::<Subscription>(&sub.id, None).await?;
-            }
             queued += 1;
         }
         Ok(queued)
