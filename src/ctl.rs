@@ -197,7 +197,13 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                     .send()
                     .await
                     .with_context(|| format!("cannot reach {base}"))?;
-                let _: PlacementPolicy = decode(resp).await?;
+                let _: PlacementPolicy = decode(resp).await.with_context(|| {
+                    format!(
+                        "setting the policy of app {} (a new app stays unplaced until this \
+                         command succeeds)",
+                        app.id
+                    )
+                })?;
                 writeln!(out, "policy of app {} set", app.id)?;
             }
             let resp = client

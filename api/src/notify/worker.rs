@@ -408,11 +408,9 @@ impl<S: Store> Notifier<S> {
                 }
             }
             Outcome::Gone => {
+                // Not a drop (the subscriber ended it), so not counted as one.
                 tracing::info!(subscription = %n.subscription, callback = %n.callback,
                     "callback answered 410 Gone: subscription ended");
-                if let Some(m) = m {
-                    m.dropped.with_label_values(&[&n.family]).inc();
-                }
                 // Its outbox is deleted; its lane goes at once, before the watch tells.
                 if let Some(l) = live.as_mut() {
                     l.queue.drop_lane(&n.subscription, n.seq);
