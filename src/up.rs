@@ -103,7 +103,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         },
     )
     .with_metrics(SchedulerMetrics::register(&registry)?);
-    let admin = admin_router(AdminState::for_store(store.clone(), registry.clone()));
+    let admin_state = AdminState::for_store(store.clone(), registry.clone());
     let api_listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the REST listener on {}", config.listen))?;
@@ -121,12 +121,31 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // Every engine runs under `health`: one that dies before shutdown makes `/ready` fail.
+    let health = mecfed_api::Health::new();
+    let admin = admin_router(admin_state.with_health(health.clone()));
     let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
     let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx.clone())));
-    let scheduler_task = tokio::spawn(controller.run(stopped(stop_rx.clone())));
-    let notifier_task = tokio::spawn(notifier.run(stopped(stop_rx.clone())));
-    let reporter_task = tokio::spawn(reporter.run(stopped(stop_rx.clone())));
-    let status_task = tokio::spawn(status_reporter.run(stopped(stop_rx)));
+    let scheduler_task = health.spawn(
+        "scheduler",
+        stop_rx.clone(),
+        controller.run(stopped(stop_rx.clone())),
+    );
+    let notifier_task = health.spawn(
+        "notifier",
+        stop_rx.clone(),
+        notifier.run(stopped(stop_rx.clone())),
+    );
+    let reporter_task = health.spawn(
+        "location-reporter",
+        stop_rx.clone(),
+        reporter.run(stopped(stop_rx.clone())),
+    );
+    let status_task = health.spawn(
+        "camara-status",
+        stop_rx.clone(),
+        status_reporter.run(stopped(stop_rx.clone())),
+    );
 
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");

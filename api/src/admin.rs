@@ -45,6 +45,22 @@ impl AdminState {
         });
         Self { ready, registry }
     }
+
+    /// Also unready while an engine of `health` is dead; the detail names each.
+    #[must_use]
+    pub fn with_health(mut self, health: crate::Health) -> Self {
+        let inner = self.ready.clone();
+        self.ready = Arc::new(move || {
+            let inner = inner.clone();
+            let health = health.clone();
+            Box::pin(async move {
+                let store = inner().await?;
+                let engines = health.check()?;
+                Ok(format!("{store}; {engines}"))
+            })
+        });
+        self
+    }
 }
 
 /// Largest log tail served at once.

@@ -15,6 +15,7 @@ mod apps;
 pub mod auth;
 pub mod camara;
 mod error;
+mod health;
 pub mod mec;
 mod metrics;
 pub mod notify;
@@ -41,6 +42,7 @@ pub use admin::{AdminState, ReadyProbe, admin_router, instance_logs_router};
 pub use apps::AppRuntime;
 pub use auth::{Auth, Principal, RateLimiter};
 pub use error::ApiError;
+pub use health::Health;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;
 

@@ -523,3 +523,44 @@ async fn one_time_and_periodic_user_subscriptions_end_by_themselves() {
     assert_eq!(reports[0]["isFinalNotification"], false);
     assert_eq!(reports[1]["isFinalNotification"], true);
 }
+
+#[tokio::test]
+async fn deadlines_beyond_the_clock_are_refused_and_store_nothing() {
+    let (api, alpha, _) = world().await;
+    let coll = format!("{LOC}/subscriptions/zones");
+    for (deadline, field) in [
+        (
+            json!({"seconds": u64::MAX, "nanoSeconds": 0}),
+            "expiryDeadline.seconds",
+        ),
+        (
+            json!({"seconds": 253_402_300_800u64, "nanoSeconds": 0}),
+            "expiryDeadline.seconds",
+        ),
+        (
+            json!({"seconds": 4_000_000_000u64, "nanoSeconds": 1_000_000_000u32}),
+            "expiryDeadline.nanoSeconds",
+        ),
+        (json!({"seconds": 1, "nanoSeconds": 0}), "expiryDeadline"),
+    ] {
+        let mut body = zone_sub("http://127.0.0.1:9/cb");
+        body["zoneLocationEventSubscription"]["expiryDeadline"] = deadline;
+        let (s, e) = api.call("POST", &coll, Some(&alpha), Some(body)).await;
+        assert_eq!(s, 400, "{e}");
+        assert!(
+            e["detail"].as_str().unwrap().contains(field),
+            "{field}: {e}"
+        );
+    }
+    let mut body = zone_sub("http://127.0.0.1:9/cb");
+    body["zoneLocationEventSubscription"]["expiryDeadline"] =
+        json!({"seconds": 253_402_300_799u64, "nanoSeconds": 999_999_999u32});
+    let (s, e) = api.call("POST", &coll, Some(&alpha), Some(body)).await;
+    assert_eq!(s, 201, "{e}");
+    let subs = Typed::new(api.store.clone())
+        .list::<Subscription>()
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(subs.len(), 1);
+}

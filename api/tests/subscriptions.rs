@@ -722,3 +722,58 @@ async fn every_familys_subscriptions_are_listed_for_their_tenant_and_deleted() {
     let (_, all) = api.request("GET", "/mecfed/v1/subscriptions", None).await;
     assert_eq!(all, json!([]));
 }
+
+#[tokio::test]
+async fn a_poisoned_subscription_leaves_other_tenants_notifications_flowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    let typed = Typed::new(store.clone());
+    // A subscription stored before deadlines were range-checked, whose callbacks fail in
+    // every way: refused connections, a hanging server, a 500, a host that does not resolve.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_cb = format!("http://{}/cb", hang.local_addr().unwrap());
+    let (refusing, _) = callback_server(usize::MAX).await;
+    for (i, cb) in [
+        "http://127.0.0.1:9/cb".to_string(),
+        hang_cb,
+        refusing,
+        "http://no-such-host.invalid/cb".to_string(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bad = subscription(&format!("poison-{i}"), &cb);
+        bad.developer = Some(mecfed_core::DeveloperId::new("mallory").unwrap());
+        bad.expiry_deadline = Some(u64::MAX);
+        notify::create(&typed, bad, Some(json!({"n": "poison"})))
+            .await
+            .unwrap();
+    }
+    let (cb, got) = callback_server(0).await;
+    let mut good = subscription("good", &cb);
+    good.developer = Some(mecfed_core::DeveloperId::new("alice").unwrap());
+    notify::create(&typed, good, None).await.unwrap();
+    let registry = prometheus::Registry::new();
+    let (stop, task) = start_notifier(store.clone(), &registry);
+    for i in 0..20 {
+        notify::enqueue(&typed, "good", json!({ "n": i }))
+            .await
+            .unwrap();
+    }
+    eventually("twenty deliveries to the healthy callback", async || {
+        got.bodies.lock().len() == 20
+    })
+    .await;
+    let bodies = got.bodies.lock().clone();
+    assert_eq!(
+        bodies,
+        (0..20).map(|i| json!({ "n": i })).collect::<Vec<_>>()
+    );
+    assert!(!task.is_finished(), "the notifier died");
+    // The poisoned ones are still queued, retried, and counted as failing.
+    assert!(metric(&registry, "mecfed_notification_attempts_failed_total") >= 3.0);
+    assert_eq!(outbox(&store).await.len(), 4);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    drop(hang);
+}

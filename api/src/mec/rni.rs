@@ -217,8 +217,8 @@ impl CellChangeSubscription {
             }
         }
         self.websock_notif_config = None;
-        if self.expiry_deadline.is_some_and(|d| d.seconds <= now) {
-            return bad("expiryDeadline", "already passed");
+        if let Some(d) = self.expiry_deadline {
+            d.check_deadline(now, "expiryDeadline")?;
         }
         let f = &mut self.filter_criteria_assoc_ho;
         for (i, s) in f.ho_status.iter().flatten().enumerate() {

@@ -316,7 +316,9 @@ impl<S: Store> Notifier<S> {
                     wake = wake.min(t);
                 }
                 if let Some(d) = l.deadlines.values().min() {
-                    let secs = d.saturating_sub(unix_now());
+                    // The campaign wakes the loop every ttl/3 anyway: a far deadline only
+                    // needs to not overflow the clock.
+                    let secs = d.saturating_sub(unix_now()).min(3600);
                     wake = wake.min(Instant::now() + Duration::from_secs(secs));
                 }
             }
@@ -459,7 +461,10 @@ impl<S: Store> Notifier<S> {
         let client = self.client.clone();
         let store = self.store.clone();
         let timeout = self.config.timeout;
-        tokio::spawn(async move {
+        let attempt = n.clone();
+        let watcher = done.clone();
+        let task = tokio::spawn(async move {
+            let n = attempt;
             let mut req = client.post(&n.callback).timeout(timeout).header(
                 reqwest::header::CONTENT_TYPE,
                 n.delivery
@@ -490,6 +495,15 @@ impl<S: Store> Notifier<S> {
                 Err(e) => Outcome::Failed(e.to_string()),
             };
             let _ = done.send((n, outcome));
+        });
+        // A delivery that panics fails that one attempt, with its reason; its subscription
+        // retries with back-off and every other lane goes on.
+        tokio::spawn(async move {
+            if let Err(e) = task.await
+                && e.is_panic()
+            {
+                let _ = watcher.send((n, Outcome::Failed("the delivery task panicked".into())));
+            }
         });
     }
 

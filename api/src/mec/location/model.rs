@@ -338,6 +338,30 @@ pub struct TimeStamp {
     pub nano_seconds: u32,
 }
 
+/// The latest deadline accepted from a client: 9999-12-31T23:59:59Z, the end of RFC 3339's
+/// range. Anything later is refused at the API rather than overflowing a timer later.
+pub const MAX_DEADLINE: u64 = 253_402_300_799;
+
+impl TimeStamp {
+    /// Checks a client's deadline (`field`, e.g. `expiryDeadline`): in the future, no later
+    /// than [`MAX_DEADLINE`], with nanoseconds below one second.
+    pub fn check_deadline(&self, now: u64, field: &str) -> Result<(), ApiError> {
+        if self.nano_seconds >= 1_000_000_000 {
+            return bad(&format!("{field}.nanoSeconds"), "must be below 1000000000");
+        }
+        if self.seconds > MAX_DEADLINE {
+            return bad(
+                &format!("{field}.seconds"),
+                "must be at most 253402300799 (9999-12-31T23:59:59Z)",
+            );
+        }
+        if self.seconds <= now {
+            return bad(field, "already passed");
+        }
+        Ok(())
+    }
+}
+
 /// `UserEventPara`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -615,10 +639,8 @@ impl LocationSubscription {
         }
         // Both given: the callback is the alternative chosen, and only it is answered.
         self.websock_notif_config = None;
-        if let Some(d) = self.expiry_deadline
-            && d.seconds <= now
-        {
-            return bad("expiryDeadline", "already passed");
+        if let Some(d) = self.expiry_deadline {
+            d.check_deadline(now, "expiryDeadline")?;
         }
         let (required, allowed): (&[&str], &[&str]) = match kind {
             Kind::UserLocationEvent => (
