@@ -92,6 +92,11 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     )
     .context("building the notification client")?
     .with_metrics(NotifyMetrics::register(&registry)?);
+    mecfed_api::reserve_identities(&api_state.store)
+        .await
+        .context("reserving the identities of stored UEs")?;
+    let ue_events = mecfed_api::ue_events::UeEvents::new(api_state.store.clone())
+        .with_metrics(mecfed_api::ue_events::UeEventMetrics::register(&registry)?);
     let reporter = mecfed_api::mec::location::Reporter::new(api_state.store.clone());
     let status_reporter = mecfed_api::camara::status::StatusReporter::new(api_state.store.clone());
     let api = router(api_state);
@@ -141,6 +146,11 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
         reporter.run(stopped(stop_rx.clone())),
     );
+    let ue_events_task = health.spawn(
+        "ue-events",
+        stop_rx.clone(),
+        ue_events.run(stopped(stop_rx.clone())),
+    );
     let status_task = health.spawn(
         "camara-status",
         stop_rx.clone(),
@@ -151,13 +161,14 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c, d, e, f) = tokio::join!(
+        let (a, b, c, d, e, f, g) = tokio::join!(
             api_task,
             admin_task,
             scheduler_task,
             notifier_task,
             reporter_task,
-            status_task
+            status_task,
+            ue_events_task
         );
         a??;
         b??;
@@ -165,6 +176,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         d?;
         e?;
         f?;
+        g?;
         anyhow::Ok(())
     })
     .await;

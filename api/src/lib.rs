@@ -22,6 +22,7 @@ pub mod notify;
 pub mod openapi;
 mod problem;
 pub mod sites;
+pub mod ue_events;
 mod ues;
 mod util;
 
@@ -45,6 +46,7 @@ pub use error::ApiError;
 pub use health::Health;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;
+pub use ues::reserve_identities;
 
 /// Largest request body accepted (413 above it).
 pub const MAX_BODY_BYTES: usize = 1 << 20;

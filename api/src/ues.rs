@@ -10,11 +10,12 @@ use axum::{
     response::IntoResponse,
 };
 use mecfed_core::{Ue, UeId};
-use mecfed_store::Store;
+use mecfed_store::{Compare, Store, Txn, TxnOp, typed};
 
 use crate::{
     ApiError, ApiState,
     auth::{Principal, scopes},
+    mec::location::model::addresses_of,
     sites::JsonBody,
 };
 
@@ -45,8 +46,17 @@ pub(crate) async fn get_ue<S: Store>(
         .ok_or_else(|| ApiError::NotFound(format!("ue {id} not found")))
 }
 
+/// The key reserving one identity (`acr:<IPv4>`, `tel:<E.164>` or `sip:<NAI>`) for the UE
+/// whose id it holds: `/mecfed/v1/ueidentities/<address>`.
+fn identity_key(address: &str) -> Vec<u8> {
+    format!("{}ueidentities/{address}", mecfed_store::typed::KEY_ROOT).into_bytes()
+}
+
 /// Creates or replaces a UE's context. Identities are unique: a phone number, NAI or IPv4
-/// address another UE holds is a conflict.
+/// address another UE holds is a conflict. The UE and its identity reservations are one
+/// transaction guarded by what was read, so two racing writers cannot both take one
+/// identity. The notifications the change implies come from the UE-event engine
+/// ([`crate::ue_events`]), never from here.
 pub(crate) async fn put_ue<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
@@ -63,38 +73,65 @@ pub(crate) async fn put_ue<S: Store>(
         )));
     }
     ue.validate()?;
-    let (all, _) = st.store.list::<Ue>().await?;
-    let mine = &ue.identity;
-    for other in all.iter().map(|v| &v.value).filter(|o| o.id != id) {
-        let o = &other.identity;
-        let clash = (mine.phone_number.is_some() && mine.phone_number == o.phone_number)
-            || (mine.network_access_identifier.is_some()
-                && mine.network_access_identifier == o.network_access_identifier)
-            || (mine.ipv4_address.is_some() && mine.ipv4_address == o.ipv4_address);
-        if clash {
-            return Err(ApiError::Conflict(format!(
-                "an identity of ue {id} is already ue {}'s",
-                other.id
-            )));
+    let store = st.store.store();
+    let key = typed::key::<Ue>(id.as_str());
+    loop {
+        let current = store.get(&key).await?;
+        let previous: Option<Ue> = match &current {
+            Some(kv) => Some(
+                serde_json::from_slice(&kv.value).map_err(|e| ApiError::Internal(Box::new(e)))?,
+            ),
+            None => None,
+        };
+        let mut txn = Txn::new().when([Compare::mod_revision(
+            key.clone(),
+            current.as_ref().map_or(0, |kv| kv.mod_revision),
+        )]);
+        let mut ops = vec![TxnOp::put(
+            key.clone(),
+            serde_json::to_vec(&ue).map_err(|e| ApiError::Internal(Box::new(e)))?,
+        )];
+        let mine = addresses_of(&ue);
+        for a in &mine {
+            let k = identity_key(a);
+            match store.get(&k).await? {
+                Some(kv) if kv.value != id.as_str().as_bytes() => {
+                    return Err(ApiError::Conflict(format!(
+                        "identity {a} of ue {id} is already ue {}'s",
+                        String::from_utf8_lossy(&kv.value)
+                    )));
+                }
+                Some(kv) => txn = txn.when([Compare::mod_revision(k, kv.mod_revision)]),
+                None => {
+                    txn = txn.when([Compare::absent(k.clone())]);
+                    ops.push(TxnOp::put(k, id.as_str()));
+                }
+            }
         }
+        for a in previous.iter().flat_map(addresses_of) {
+            if !mine.contains(&a) {
+                let k = identity_key(&a);
+                if let Some(kv) = store.get(&k).await?
+                    && kv.value == id.as_str().as_bytes()
+                {
+                    txn = txn.when([Compare::mod_revision(k.clone(), kv.mod_revision)]);
+                    ops.push(TxnOp::Delete(k));
+                }
+            }
+        }
+        if store.txn(txn.and_then(ops)).await?.succeeded {
+            let status = if previous.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            return Ok((status, Json(ue)));
+        }
+        // The UE or an identity changed meanwhile: look again (a taken identity is a 409).
     }
-    let before: Vec<Ue> = all.into_iter().map(|v| v.value).collect();
-    let existed = before.iter().any(|u| u.id == id);
-    st.store.put(&ue).await?;
-    let mut after: Vec<Ue> = before.iter().filter(|u| u.id != id).cloned().collect();
-    after.push(ue.clone());
-    crate::mec::location::ue_changed(&st.store, &ue, &before, &after).await?;
-    let previous = before.iter().find(|u| u.id == id);
-    crate::mec::rni::ue_changed(&st.store, previous, Some(&ue)).await?;
-    let status = if existed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(ue)))
 }
 
-/// Forgets a UE. Idempotent.
+/// Forgets a UE and frees its identities. Idempotent.
 pub(crate) async fn delete_ue<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,
@@ -102,13 +139,54 @@ pub(crate) async fn delete_ue<S: Store>(
 ) -> Result<StatusCode, ApiError> {
     p.require(scopes::ADMIN)?;
     let id = ue_id(&raw)?;
-    let (before, _) = st.store.list::<Ue>().await?;
-    let before: Vec<Ue> = before.into_iter().map(|v| v.value).collect();
-    if let Some(gone) = before.iter().find(|u| u.id == id).cloned()
-        && st.store.delete::<Ue>(id.as_str(), None).await?
-    {
-        let after: Vec<Ue> = before.iter().filter(|u| u.id != id).cloned().collect();
-        crate::mec::location::ue_changed(&st.store, &gone, &before, &after).await?;
+    let store = st.store.store();
+    let key = typed::key::<Ue>(id.as_str());
+    loop {
+        let Some(current) = store.get(&key).await? else {
+            return Ok(StatusCode::NO_CONTENT);
+        };
+        let ue: Ue =
+            serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(Box::new(e)))?;
+        let mut txn = Txn::new().when([Compare::mod_revision(key.clone(), current.mod_revision)]);
+        let mut ops = vec![TxnOp::Delete(key.clone())];
+        for a in addresses_of(&ue) {
+            let k = identity_key(&a);
+            if let Some(kv) = store.get(&k).await?
+                && kv.value == id.as_str().as_bytes()
+            {
+                txn = txn.when([Compare::mod_revision(k.clone(), kv.mod_revision)]);
+                ops.push(TxnOp::Delete(k));
+            }
+        }
+        if store.txn(txn.and_then(ops)).await?.succeeded {
+            return Ok(StatusCode::NO_CONTENT);
+        }
     }
-    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reserves the identities of UEs stored before identities were reserved (at start-up):
+/// the first UE to hold an identity keeps it; a later duplicate is logged.
+pub async fn reserve_identities<S: Store>(
+    store: &mecfed_store::typed::Typed<S>,
+) -> Result<(), ApiError> {
+    let (all, _) = store.list::<Ue>().await?;
+    for u in all {
+        for a in addresses_of(&u.value) {
+            let k = identity_key(&a);
+            let txn = Txn::new()
+                .when([Compare::absent(k.clone())])
+                .and_then([TxnOp::put(k.clone(), u.value.id.as_str())]);
+            if !store.store().txn(txn).await?.succeeded
+                && store
+                    .store()
+                    .get(&k)
+                    .await?
+                    .is_some_and(|kv| kv.value != u.value.id.as_str().as_bytes())
+            {
+                tracing::warn!(ue = %u.value.id, identity = %a,
+                    "identity held by two UEs stored before identities were reserved");
+            }
+        }
+    }
+    Ok(())
 }

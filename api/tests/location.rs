@@ -41,6 +41,7 @@ async fn put_ue(api: &Api, id: &str, ip: &str, ap: Option<&str>, shared: &[&str]
         .request("PUT", &format!("/mecfed/v1/ues/{id}"), Some(ue))
         .await;
     assert!(s == 200 || s == 201, "{v}");
+    api.settle().await;
 }
 
 /// Two zones (north with cell-n, south with cell-s); u1 shares with alpha, u2 with nobody.
@@ -418,6 +419,7 @@ async fn subscriptions_are_their_tenants_and_moves_notify_them() {
     assert_eq!(s, 200, "{v}");
     let (s, _) = api.request("DELETE", "/mecfed/v1/ues/u1", None).await;
     assert_eq!(s, 204);
+    api.settle().await;
     let queued = outbox(&api).await;
     assert_eq!(queued.len(), 3);
     assert_eq!(

@@ -35,6 +35,7 @@ async fn put_ue(api: &Api, id: &str, ip: &str, cell: &str, shared: &[&str]) {
         .request("PUT", &format!("/mecfed/v1/ues/{id}"), Some(ue))
         .await;
     assert!(s == 200 || s == 201, "{v}");
+    api.settle().await;
 }
 
 /// Alpha's arena on cork-a (PLMN 272-01, cells cell-1 and cell-2); u1 (alpha's consent) and

@@ -238,6 +238,11 @@ impl Watcher {
     pub async fn next(&mut self) -> Option<Result<Event, StoreError>> {
         self.rx.recv().await
     }
+
+    /// The next change if one has already arrived, without waiting.
+    pub fn try_next(&mut self) -> Option<Result<Event, StoreError>> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for Watcher {

@@ -724,64 +724,19 @@ pub(crate) async fn delete_subscription<S: Store>(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Queues `CellChangeNotification`s when UE `after` moved to another cell than `before`'s.
-pub(crate) async fn ue_changed<S: Store>(
-    store: &Typed<S>,
-    before: Option<&Ue>,
-    after: Option<&Ue>,
-) -> Result<(), ApiError> {
-    let (Some(before), Some(after)) = (before, after) else {
-        return Ok(());
-    };
-    let subs = notify::of_family(store, CELL_CHANGE).await?;
-    if subs.is_empty() {
-        return Ok(());
-    }
-    let sites = crate::sites::sites_with_status(store).await?;
-    let cells = Cells::new(&sites);
-    let (Some(src), Some(trg)) = (cells.of(before), cells.of(after)) else {
-        return Ok(());
-    };
-    if src == trg {
-        return Ok(());
-    }
-    for sub in subs {
-        if sub
-            .developer
-            .as_ref()
-            .is_some_and(|d| !after.shared_with.contains(d))
-        {
-            continue;
-        }
-        let Ok(parsed) = serde_json::from_value::<CellChangeSubscription>(sub.body.clone()) else {
-            continue;
-        };
-        let f = &parsed.filter_criteria_assoc_ho;
-        let site_cells = match &f.app_instance_id {
-            Some(id) => {
-                let Some(inst) = store.get::<mecfed_core::Instance>(id).await? else {
-                    continue;
-                };
-                Some(cells.of_site(inst.value.site.as_str()))
-            }
-            None => None,
-        };
-        if !passes(f, after, src, trg, site_cells.as_deref()) {
-            continue;
-        }
-        let body = json!({"subscriptionNotification": {
-            "notificationType": "CellChangeNotification",
-            "timeStamp": timestamp(),
-            "associateId": associate_ids(after),
-            "srcEcgi": src,
-            "trgEcgi": [trg],
-            "hoStatus": 3,
-            "_links": [{"self": {"href": sub.href}}],
-            "subscription": [{"href": sub.href}],
-        }});
-        notify::enqueue(store, &sub.id, body).await?;
-    }
-    Ok(())
+/// The `CellChangeNotification` `sub` gets when `ue` handed over from `src` to `trg`
+/// (completed: the UE table only learns of finished hand-overs).
+pub(crate) fn cell_change_body(sub: &Subscription, ue: &Ue, src: &Ecgi, trg: &Ecgi) -> Value {
+    json!({"subscriptionNotification": {
+        "notificationType": "CellChangeNotification",
+        "timeStamp": timestamp(),
+        "associateId": associate_ids(ue),
+        "srcEcgi": src,
+        "trgEcgi": [trg],
+        "hoStatus": 3,
+        "_links": [{"self": {"href": sub.href}}],
+        "subscription": [{"href": sub.href}],
+    }})
 }
 
 #[cfg(test)]

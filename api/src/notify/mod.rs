@@ -256,38 +256,61 @@ pub async fn emit<S: Store>(
         else {
             return Ok(Enqueued::Gone);
         };
-        let Emit { bodies, end } = decide(&mut sub);
-        if bodies.is_empty() && !end {
+        let emit = decide(&mut sub);
+        if emit.bodies.is_empty() && !emit.end {
             return Ok(Enqueued::Nothing);
         }
-        let pending = pending_count(store, id).await?;
-        if pending + bodies.len() as u64 > MAX_PENDING_PER_SUBSCRIPTION {
+        let pending = pending(store, id, sub.next_seq).await?;
+        if pending + emit.bodies.len() as u64 > MAX_PENDING_PER_SUBSCRIPTION {
             return Ok(Enqueued::Full);
         }
         let first = sub.next_seq;
-        let key = typed::key::<Subscription>(id);
-        let mut ops = Vec::with_capacity(bodies.len() + 1);
-        for body in bodies {
-            let n = sub.notification(sub.next_seq, body);
-            sub.next_seq += 1;
-            ops.push(TxnOp::put(typed::key::<Notification>(&n.id()), json(&n)?));
-        }
-        ops.insert(
-            0,
-            if end {
-                TxnOp::Delete(key.clone())
-            } else {
-                TxnOp::put(key.clone(), json(&sub)?)
-            },
-        );
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, revision)])
-            .and_then(ops);
+        let (guard, ops) = emit_ops(&mut sub, revision, emit)?;
+        let txn = Txn::new().when([guard]).and_then(ops);
         if store.store().txn(txn).await?.succeeded {
             return Ok(Enqueued::Queued(first));
         }
         // The subscription changed meanwhile (another event, an update): read it again.
     }
+}
+
+/// The writes that queue `emit` for `sub`, read at `revision`: the subscription with its
+/// sequence advanced (deleted when `emit.end`) and one outbox entry per body, in order, and
+/// the guard that the subscription is still as read. `sub` becomes what is written. For
+/// producers that write their own state in the same transaction (the UE-event engine).
+pub(crate) fn emit_ops(
+    sub: &mut Subscription,
+    revision: mecfed_store::Revision,
+    emit: Emit,
+) -> Result<(Compare, Vec<TxnOp>), ApiError> {
+    let key = typed::key::<Subscription>(&sub.id);
+    let mut ops = Vec::with_capacity(emit.bodies.len() + 1);
+    ops.push(TxnOp::Delete(key.clone()));
+    for body in emit.bodies {
+        let n = sub.notification(sub.next_seq, body);
+        sub.next_seq += 1;
+        ops.push(TxnOp::put(typed::key::<Notification>(&n.id()), json(&n)?));
+    }
+    if !emit.end {
+        ops[0] = TxnOp::put(key.clone(), json(sub)?);
+    }
+    Ok((Compare::mod_revision(key, revision), ops))
+}
+
+/// How many notifications wait for subscription `id`, whose next sequence number is
+/// `next_seq`: one read of the outbox's head (the outbox is contiguous, delivered from the
+/// front), not a listing.
+pub(crate) async fn pending<S: Store>(
+    store: &Typed<S>,
+    id: &str,
+    next_seq: u64,
+) -> Result<u64, ApiError> {
+    let page = store.store().range(&outbox_prefix(id), None, 1).await?;
+    Ok(page
+        .kvs
+        .first()
+        .and_then(|kv| worker::outbox_seq(&kv.key))
+        .map_or(0, |head| next_seq.saturating_sub(head)))
 }
 
 fn outbox_prefix(id: &str) -> Vec<u8> {
@@ -310,10 +333,6 @@ async fn pending_keys<S: Store>(store: &Typed<S>, id: &str) -> Result<Vec<Vec<u8
         }
         after = page.kvs.last().map(|kv| kv.key.clone());
     }
-}
-
-async fn pending_count<S: Store>(store: &Typed<S>, id: &str) -> Result<u64, ApiError> {
-    Ok(pending_keys(store, id).await?.len() as u64)
 }
 
 /// Replaces subscription `current` by the client's new version (its callback, expiry and

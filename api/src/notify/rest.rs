@@ -10,7 +10,7 @@ use axum::{
 use mecfed_store::Store;
 use serde::{Deserialize, Serialize};
 
-use super::{Subscription, pending_count};
+use super::{Subscription, pending};
 use crate::{ApiError, ApiState, auth::Principal};
 
 /// A subscription as listed.
@@ -57,7 +57,7 @@ pub(crate) async fn list<S: Store>(
     let mut out = Vec::new();
     for s in all.into_iter().map(|v| v.value).filter(|s| visible(&p, s)) {
         out.push(SubscriptionView {
-            pending: pending_count(&st.store, &s.id).await?,
+            pending: pending(&st.store, &s.id, s.next_seq).await?,
             queued: s.next_seq,
             id: s.id,
             family: s.family,

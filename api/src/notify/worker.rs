@@ -186,6 +186,11 @@ fn outbox_entry(key: &[u8]) -> Option<(String, u64)> {
     Some((sub.to_string(), seq.parse().ok()?))
 }
 
+/// The sequence number of an outbox key.
+pub(super) fn outbox_seq(key: &[u8]) -> Option<u64> {
+    outbox_entry(key).map(|(_, seq)| seq)
+}
+
 fn subscription_id(key: &[u8]) -> Option<String> {
     let rest = key.strip_prefix(typed::kind_prefix::<Subscription>().as_slice())?;
     Some(String::from_utf8_lossy(rest).into_owned())

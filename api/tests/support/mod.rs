@@ -27,6 +27,15 @@ pub struct Api {
 pub fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open_path(dir.path().join("s.redb")).unwrap();
+    api_with(store, dir)
+}
+
+/// The router over `store` (which outlives it).
+pub fn api_on(store: EmbeddedStore) -> Api {
+    api_with(store, tempfile::tempdir().unwrap())
+}
+
+fn api_with(store: EmbeddedStore, dir: tempfile::TempDir) -> Api {
     let metrics = HttpMetrics::register(&prometheus::Registry::new(), "api").unwrap();
     let state = ApiState::new(store.clone(), metrics);
     let auth = state.auth.clone();
@@ -41,6 +50,14 @@ pub fn api() -> Api {
 }
 
 impl Api {
+    /// Runs the UE-event engine until every UE change is turned into notifications.
+    pub async fn settle(&self) {
+        mecfed_api::ue_events::UeEvents::new(Typed::new(self.store.clone()))
+            .settle()
+            .await
+            .unwrap();
+    }
+
     pub async fn call(
         &self,
         method: &str,

@@ -39,7 +39,7 @@ use crate::{
 /// Path prefix of MEC 013.
 pub const LOCATION_ROOT: &str = "/location/v2";
 
-fn now() -> (u64, u32) {
+pub(crate) fn now() -> (u64, u32) {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -55,7 +55,7 @@ fn sees(p: &Principal, ue: &Ue) -> bool {
 }
 
 /// Whether the tenant of `sub` may hear of `ue`.
-fn tenant_sees(sub: &Subscription, ue: &Ue) -> bool {
+pub(crate) fn tenant_sees(sub: &Subscription, ue: &Ue) -> bool {
     match &sub.developer {
         None => true,
         Some(d) => ue.shared_with.contains(d),
@@ -455,7 +455,7 @@ pub(crate) async fn create_subscription<S: Store>(
         let all = ues(&st.store).await?;
         let w = model::World {
             dir: &dir,
-            ues: &all,
+            ues: &model::Listed(&all),
         };
         if let Some(e) = model::distance_event(&sub, &w, &|u| tenant_sees(&stored, u), now()) {
             queue(&st.store, &stored, e, false).await?;
@@ -527,19 +527,15 @@ pub(crate) async fn delete_subscription<S: Store>(
 
 // === events ===
 
-/// Queues event `e` for `sub`, with its links and time stamp; ends the subscription when `e`
-/// is its `last` report, it reached its `reportingCtrl.maximumCount`, or it was a one-time
-/// one.
-async fn queue<S: Store>(
-    store: &Typed<S>,
+/// What `sub` (as stored now) queues for `events`: their bodies, stamped at `now`, up to and
+/// including one that ends it (a one-time subscription's first, the `maximumCount`th, or the
+/// last periodic report when `last`).
+pub(crate) fn emission(
     sub: &Subscription,
-    e: model::Event,
+    events: Vec<model::Event>,
     last: bool,
-) -> Result<(), ApiError> {
-    let mut body = e.body;
-    body["timeStamp"] = model::timestamp(now());
-    body["_links"] = json!({"self": {"href": sub.href}, "subscription": {"href": sub.href}});
-    let body = json!({ e.wrapper: body });
+    now: (u64, u32),
+) -> notify::Emit {
     let parsed: Option<LocationSubscription> = serde_json::from_value(sub.body.clone()).ok();
     let max = parsed
         .as_ref()
@@ -548,53 +544,33 @@ async fn queue<S: Store>(
         .filter(|m| *m > 0);
     let tests = u64::from(parsed.as_ref().and_then(|s| s.request_test_notification) == Some(true));
     let one_time = parsed.as_ref().is_some_and(model::one_time);
-    // The last report and the end of the subscription are one write; what is queued is
-    // still delivered.
-    notify::emit(store, &sub.id, |current| notify::Emit {
-        bodies: vec![body.clone()],
-        end: last || one_time || max.is_some_and(|m| current.next_seq + 1 - tests >= u64::from(m)),
-    })
-    .await?;
-    Ok(())
-}
-
-/// Queues the MEC 013 notifications caused by UE `ue` changing from the UE table `before`
-/// to `after`.
-pub(crate) async fn ue_changed<S: Store>(
-    store: &Typed<S>,
-    ue: &Ue,
-    before: &[Ue],
-    after: &[Ue],
-) -> Result<(), ApiError> {
-    let (all, _) = store.list::<Subscription>().await?;
-    let subs: Vec<(Subscription, Kind, LocationSubscription)> = all
-        .into_iter()
-        .filter_map(|v| {
-            let k = Kind::of_family(&v.value.family)?;
-            let parsed = serde_json::from_value(v.value.body.clone()).ok()?;
-            Some((v.value, k, parsed))
-        })
-        .collect();
-    if subs.is_empty() {
-        return Ok(());
-    }
-    let dir = directory(store).await?;
-    let (b, a) = (
-        model::World {
-            dir: &dir,
-            ues: before,
-        },
-        model::World {
-            dir: &dir,
-            ues: after,
-        },
-    );
-    let now = now();
-    for (sub, kind, parsed) in &subs {
-        let visible = |u: &Ue| tenant_sees(sub, u);
-        for e in model::events(parsed, *kind, ue, &b, &a, &visible, now) {
-            queue(store, sub, e, false).await?;
+    let mut out = notify::Emit::default();
+    for (seq, e) in (sub.next_seq + 1..).zip(events) {
+        let mut body = e.body;
+        body["timeStamp"] = model::timestamp(now);
+        body["_links"] = json!({"self": {"href": sub.href}, "subscription": {"href": sub.href}});
+        out.bodies.push(json!({ e.wrapper: body }));
+        if one_time || max.is_some_and(|m| seq - tests.min(seq) >= u64::from(m)) {
+            out.end = true;
+            return out;
         }
     }
+    out.end = last && !out.bodies.is_empty();
+    out
+}
+
+/// Queues `e` for `sub`; the last report and the end of the subscription are one write, and
+/// what is queued is still delivered.
+async fn queue<S: Store>(
+    store: &Typed<S>,
+    sub: &Subscription,
+    e: model::Event,
+    last: bool,
+) -> Result<(), ApiError> {
+    let at = now();
+    notify::emit(store, &sub.id, |current| {
+        emission(current, vec![e.clone()], last, at)
+    })
+    .await?;
     Ok(())
 }

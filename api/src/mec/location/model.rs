@@ -7,9 +7,9 @@
 //! knows the access point's position, not the UE's own, and says so with shape 2 (a point)
 //! and no accuracy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use mecfed_core::{AccessKind, GeoPoint, Site, SiteStatus, Ue};
+use mecfed_core::{AccessKind, GeoPoint, Site, SiteStatus, Ue, UeId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -807,23 +807,219 @@ impl LocationSubscription {
 
 // === events ===
 
-/// The world before or after a change: the directory and the UEs.
+/// A UE table as the event logic reads it: lookups by id and address, and user counts.
+pub trait Ues {
+    /// The UE with id `id`.
+    fn get(&self, id: &UeId) -> Option<&Ue>;
+    /// The UE `addr` names ([`names`]).
+    fn by_address(&self, addr: &str) -> Option<&Ue>;
+    /// UEs located in `zone` under `dir`.
+    fn zone_users(&self, dir: &Directory, zone: &str) -> u32;
+    /// UEs attached to access point `ap` under `dir`.
+    fn ap_users(&self, dir: &Directory, ap: &str) -> u32;
+}
+
+/// A plain list of UEs: every lookup scans it (queries and tests).
 #[derive(Debug, Clone, Copy)]
+pub struct Listed<'a>(pub &'a [Ue]);
+
+impl Ues for Listed<'_> {
+    fn get(&self, id: &UeId) -> Option<&Ue> {
+        self.0.iter().find(|u| u.id == *id)
+    }
+    fn by_address(&self, addr: &str) -> Option<&Ue> {
+        self.0.iter().find(|u| names(addr, u))
+    }
+    fn zone_users(&self, dir: &Directory, zone: &str) -> u32 {
+        Counts::of(dir, self.0).zone.get(zone).copied().unwrap_or(0)
+    }
+    fn ap_users(&self, dir: &Directory, ap: &str) -> u32 {
+        Counts::of(dir, self.0).ap.get(ap).copied().unwrap_or(0)
+    }
+}
+
+/// Every address a UE answers to: `acr:<IPv4>`, `tel:<E.164>`, `sip:<NAI>`, as many as it has.
+pub fn addresses_of(ue: &Ue) -> Vec<String> {
+    let id = &ue.identity;
+    let mut out = Vec::with_capacity(3);
+    if let Some(ip) = id.ipv4_address {
+        out.push(format!("acr:{ip}"));
+    }
+    if let Some(p) = &id.phone_number {
+        out.push(format!("tel:{p}"));
+    }
+    if let Some(n) = &id.network_access_identifier {
+        out.push(format!("sip:{n}"));
+    }
+    out
+}
+
+/// An indexed UE table: by id, by every address, and user counts per zone and access point
+/// under one [`Directory`], kept up to date by [`UeTable::apply`] at the cost of the one UE
+/// changed. One writer (the UE-event engine); the counts are right for the directory last
+/// given to [`UeTable::new`] or [`UeTable::recount`].
+#[derive(Debug, Clone, Default)]
+pub struct UeTable {
+    by_id: HashMap<UeId, Ue>,
+    by_address: HashMap<String, UeId>,
+    zones: HashMap<String, u32>,
+    aps: HashMap<String, u32>,
+}
+
+impl UeTable {
+    /// The table of `ues`, counted under `dir`.
+    pub fn new(dir: &Directory, ues: impl IntoIterator<Item = Ue>) -> Self {
+        let mut t = Self::default();
+        for ue in ues {
+            let id = ue.id.clone();
+            t.apply(dir, &id, Some(ue));
+        }
+        t
+    }
+
+    /// Sets UE `id` to `now` (`None`: it is gone); returns what it was.
+    pub fn apply(&mut self, dir: &Directory, id: &UeId, now: Option<Ue>) -> Option<Ue> {
+        let old = self.by_id.remove(id);
+        if let Some(o) = &old {
+            for a in addresses_of(o) {
+                if self.by_address.get(&a) == Some(id) {
+                    self.by_address.remove(&a);
+                }
+            }
+            if let Some(p) = dir.place(o) {
+                Self::count(&mut self.zones, p.zone, -1);
+                Self::count(&mut self.aps, p.access_point, -1);
+            }
+        }
+        if let Some(n) = now {
+            for a in addresses_of(&n) {
+                self.by_address.insert(a, id.clone());
+            }
+            if let Some(p) = dir.place(&n) {
+                Self::count(&mut self.zones, p.zone, 1);
+                Self::count(&mut self.aps, p.access_point, 1);
+            }
+            self.by_id.insert(id.clone(), n);
+        }
+        old
+    }
+
+    fn count(m: &mut HashMap<String, u32>, k: String, d: i32) {
+        let c = m.entry(k).or_default();
+        *c = c.saturating_add_signed(d);
+    }
+
+    /// Counts again under a changed directory.
+    pub fn recount(&mut self, dir: &Directory) {
+        self.zones.clear();
+        self.aps.clear();
+        for p in self.by_id.values().filter_map(|u| dir.place(u)) {
+            Self::count(&mut self.zones, p.zone, 1);
+            Self::count(&mut self.aps, p.access_point, 1);
+        }
+    }
+
+    /// Number of UEs.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Every UE, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Ue> {
+        self.by_id.values()
+    }
+}
+
+impl Ues for UeTable {
+    fn get(&self, id: &UeId) -> Option<&Ue> {
+        self.by_id.get(id)
+    }
+    fn by_address(&self, addr: &str) -> Option<&Ue> {
+        self.by_id.get(self.by_address.get(addr)?)
+    }
+    fn zone_users(&self, _: &Directory, zone: &str) -> u32 {
+        self.zones.get(zone).copied().unwrap_or(0)
+    }
+    fn ap_users(&self, _: &Directory, ap: &str) -> u32 {
+        self.aps.get(ap).copied().unwrap_or(0)
+    }
+}
+
+/// `base` with UE `id` changed from `was` to `now`, without copying the table: the world
+/// after a change, while `base` is still the world before it.
+#[derive(Clone, Copy)]
+#[allow(missing_debug_implementations)]
+pub struct Changed<'a> {
+    /// The table before the change.
+    pub base: &'a (dyn Ues + Sync),
+    /// The UE changed.
+    pub id: &'a UeId,
+    /// It before (as in `base`).
+    pub was: Option<&'a Ue>,
+    /// It after.
+    pub now: Option<&'a Ue>,
+}
+
+impl Changed<'_> {
+    fn delta(&self, dir: &Directory, hit: impl Fn(&Place) -> bool) -> i64 {
+        let at = |u: Option<&Ue>| i64::from(u.and_then(|u| dir.place(u)).is_some_and(|p| hit(&p)));
+        at(self.now) - at(self.was)
+    }
+}
+
+impl Ues for Changed<'_> {
+    fn get(&self, id: &UeId) -> Option<&Ue> {
+        if id == self.id {
+            self.now
+        } else {
+            self.base.get(id)
+        }
+    }
+    fn by_address(&self, addr: &str) -> Option<&Ue> {
+        if let Some(n) = self.now
+            && names(addr, n)
+        {
+            return Some(n);
+        }
+        self.base.by_address(addr).filter(|u| u.id != *self.id)
+    }
+    fn zone_users(&self, dir: &Directory, zone: &str) -> u32 {
+        let n = i64::from(self.base.zone_users(dir, zone)) + self.delta(dir, |p| p.zone == zone);
+        u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+    }
+    fn ap_users(&self, dir: &Directory, ap: &str) -> u32 {
+        let n = i64::from(self.base.ap_users(dir, ap)) + self.delta(dir, |p| p.access_point == ap);
+        u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The world before or after a change: the directory and the UEs.
+#[derive(Clone, Copy)]
 pub struct World<'a> {
     /// Zones and access points.
     pub dir: &'a Directory,
     /// Every UE.
-    pub ues: &'a [Ue],
+    pub ues: &'a (dyn Ues + Sync),
+}
+
+impl std::fmt::Debug for World<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World").finish_non_exhaustive()
+    }
 }
 
 impl World<'_> {
     fn by_address(&self, addr: &str) -> Option<&Ue> {
-        self.ues.iter().find(|u| names(addr, u))
+        self.ues.by_address(addr)
     }
 
     fn place_of(&self, ue: &Ue) -> Option<Place> {
-        let ue = self.ues.iter().find(|u| u.id == ue.id)?;
-        self.dir.place(ue)
+        self.dir.place(self.ues.get(&ue.id)?)
     }
 }
 
@@ -1023,11 +1219,6 @@ pub fn events(
             let Some(zone) = sub.zone_id.as_deref() else {
                 return out;
             };
-            let (cb, ca) = (
-                Counts::of(before.dir, before.ues),
-                Counts::of(after.dir, after.ues),
-            );
-            let get = |c: &BTreeMap<String, u32>, k: &str| c.get(k).copied().unwrap_or(0);
             let mut note = |num: u8, ap: Option<&str>| {
                 let mut body = json!({
                     "notificationType": "ZoneStatusNotification",
@@ -1042,7 +1233,10 @@ pub fn events(
                     body,
                 });
             };
-            let (zb, za) = (get(&cb.zone, zone), get(&ca.zone, zone));
+            let (zb, za) = (
+                before.ues.zone_users(before.dir, zone),
+                after.ues.zone_users(after.dir, zone),
+            );
             if sub.upper_zone.is_some_and(|t| zb <= t && za > t) {
                 note(1, None);
             }
@@ -1057,7 +1251,10 @@ pub fn events(
                 .collect();
             aps.dedup();
             for ap in aps {
-                let (b, a) = (get(&cb.ap, ap), get(&ca.ap, ap));
+                let (b, a) = (
+                    before.ues.ap_users(before.dir, ap),
+                    after.ues.ap_users(after.dir, ap),
+                );
                 if sub.upper_ap.is_some_and(|t| b <= t && a > t) {
                     note(3, Some(ap));
                 }
@@ -1232,11 +1429,11 @@ mod tests {
             &u,
             &World {
                 dir: &d,
-                ues: &before,
+                ues: &Listed(&before),
             },
             &World {
                 dir: &d,
-                ues: &after,
+                ues: &Listed(&after),
             },
             &|_| true,
             (1, 0),
@@ -1438,8 +1635,14 @@ mod tests {
             &s,
             Kind::ZoneLocationEvent,
             &a[0],
-            &World { dir: &d, ues: &b },
-            &World { dir: &d, ues: &a },
+            &World {
+                dir: &d,
+                ues: &Listed(&b),
+            },
+            &World {
+                dir: &d,
+                ues: &Listed(&a),
+            },
             &|_| false,
             (1, 0),
         );
@@ -1586,5 +1789,85 @@ mod tests {
             (Some("SUCCESS"), Some("north"))
         );
         assert_eq!(r.body["isFinalNotification"], true);
+    }
+
+    // The indexed table with a change laid over it decides exactly what the plain lists
+    // before and after the change decide, for every subscription type.
+    proptest::proptest! {
+        #[test]
+        fn the_indexed_table_decides_as_the_lists_do(
+            places in proptest::collection::vec(0usize..5, 1..10),
+            mover in 0usize..10,
+            to in 0usize..6,
+            phone_swap in proptest::bool::ANY,
+        ) {
+            const APS: [Option<&str>; 5] =
+                [None, Some("cell-n"), Some("cell-s"), Some("cell-s2"), Some("elsewhere")];
+            let d = dir();
+            let before: Vec<Ue> = places
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut u = ue(&format!("u{i}"), &format!("10.0.0.{i}"), APS[*p]);
+                    u.identity.phone_number = Some(format!("+35380000{i}"));
+                    u
+                })
+                .collect();
+            let mover = mover % before.len();
+            let id = before[mover].id.clone();
+            // The change: a move (to 5 is "forgotten"), maybe with the phone number changed.
+            let now = (to < 5).then(|| {
+                let mut u = before[mover].clone();
+                u.attachment = ue("x", "10.9.9.9", APS[to]).attachment;
+                if phone_swap {
+                    u.identity.phone_number = Some("+353809999".into());
+                }
+                u
+            });
+            let after: Vec<Ue> = before
+                .iter()
+                .filter(|u| u.id != id)
+                .cloned()
+                .chain(now.clone())
+                .collect();
+            let table = UeTable::new(&d, before.clone());
+            let changed = Changed { base: &table, id: &id, was: table.get(&id), now: now.as_ref() };
+            let subject = now.clone().unwrap_or_else(|| before[mover].clone());
+            let subs = [
+                (Kind::UserLocationEvent, json!({"subscriptionType": "UserLocationEventSubscription", "address": format!("acr:10.0.0.{mover}")})),
+                (Kind::UserLocationEvent, json!({"subscriptionType": "UserLocationEventSubscription", "address": "tel:+353809999"})),
+                (Kind::ZoneLocationEvent, json!({"subscriptionType": "ZoneLocationEventSubscription", "zoneId": "south"})),
+                (Kind::ZoneStatus, json!({"subscriptionType": "ZoneStatusSubscription", "zoneId": "south",
+                    "upperNumberOfUsersZoneThreshold": 2, "lowerNumberOfUsersZoneThreshold": 2,
+                    "upperNumberOfUsersAPThreshold": 1, "lowerNumberOfUsersAPThreshold": 1})),
+                (Kind::UserArea, json!({"subscriptionType": "UserAreaSubscription", "addressList": [format!("acr:10.0.0.{mover}")], "trackingAccuracy": 10,
+                    "areaDefine": {"shape": 1, "points": [{"latitude": 52.0, "longitude": -8.47}], "radius": 2000}})),
+                (Kind::UserDistance, json!({"subscriptionType": "UserDistanceSubscription", "monitoredAddress": ["acr:10.0.0.0", "tel:+353809999"],
+                    "distance": 5000, "trackingAccuracy": 1, "criteria": "AnyBeyondDistance"})),
+                (Kind::UserDistance, json!({"subscriptionType": "UserDistanceSubscription", "monitoredAddress": [format!("tel:+35380000{mover}")],
+                    "referenceAddress": ["acr:10.0.0.0"], "distance": 5000, "trackingAccuracy": 1, "criteria": "AllWithinDistance"})),
+                (Kind::UserDistance, json!({"subscriptionType": "UserDistanceSubscription", "monitoredAddress": [format!("tel:+35380000{mover}")],
+                    "referenceAddress": ["acr:10.0.0.0"], "distance": 5000, "trackingAccuracy": 1, "criteria": "AnyBeyondDistance"})),
+            ];
+            for (kind, v) in subs {
+                let s = sub(v);
+                let listed = events(&s, kind, &subject,
+                    &World { dir: &d, ues: &Listed(&before) },
+                    &World { dir: &d, ues: &Listed(&after) }, &|_| true, (1, 0));
+                let indexed = events(&s, kind, &subject,
+                    &World { dir: &d, ues: &table },
+                    &World { dir: &d, ues: &changed }, &|_| true, (1, 0));
+                proptest::prop_assert_eq!(listed, indexed, "{:?}", kind);
+            }
+            let mut applied = table.clone();
+            applied.apply(&d, &id, now.clone());
+            for z in ["north", "south"] {
+                proptest::prop_assert_eq!(applied.zone_users(&d, z), Listed(&after).zone_users(&d, z));
+                proptest::prop_assert_eq!(changed.zone_users(&d, z), Listed(&after).zone_users(&d, z));
+            }
+            for a in ["cell-n", "cell-s", "cell-s2"] {
+                proptest::prop_assert_eq!(applied.ap_users(&d, a), Listed(&after).ap_users(&d, a));
+            }
+        }
     }
 }
