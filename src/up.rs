@@ -95,6 +95,9 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     mecfed_api::reserve_identities(&api_state.store)
         .await
         .context("reserving the identities of stored UEs")?;
+    mecfed_api::camara::eam::reserve_names(&api_state.store)
+        .await
+        .context("reserving the names of stored CAMARA apps")?;
     let ue_events = mecfed_api::ue_events::UeEvents::new(api_state.store.clone())
         .with_metrics(mecfed_api::ue_events::UeEventMetrics::register(&registry)?);
     let reporter = mecfed_api::mec::location::Reporter::new(api_state.store.clone());

@@ -1173,3 +1173,62 @@ async fn cluster_refs_pin_app_instances_and_status_callbacks_follow_them() {
     );
     assert!(typed.list::<Subscription>().await.unwrap().0.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_submits_of_one_name_and_version_leave_one_app_and_no_ghost() {
+    let api = std::sync::Arc::new(api());
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    for round in 0..25 {
+        let name = format!("arena_{round}");
+        let racers: Vec<_> = (0..3)
+            .map(|_| {
+                let (api, alpha, name) = (api.clone(), alpha.clone(), name.clone());
+                tokio::spawn(async move {
+                    api.call(
+                        "POST",
+                        &format!("{EAM}/apps"),
+                        Some(&alpha),
+                        Some(manifest(&name, "AlphaGames")),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for r in racers {
+            let (s, v) = r.await.unwrap();
+            match s {
+                201 => won.push(v["appId"].as_str().unwrap().to_string()),
+                409 => assert_eq!(v["code"], "ALREADY_EXISTS", "{v}"),
+                _ => panic!("round {round}: {s} {v}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}");
+    }
+    let store = Typed::new(api.store.clone());
+    let (apps, _) = store.list::<App>().await.unwrap();
+    let (_, listed) = api
+        .call("GET", &format!("{EAM}/apps"), Some(&alpha), None)
+        .await;
+    // Every stored app is visible and deletable: no ghost holds a name.
+    assert_eq!(apps.len(), 25);
+    assert_eq!(listed.as_array().unwrap().len(), 25);
+    for a in listed.as_array().unwrap() {
+        let id = a["appId"].as_str().unwrap();
+        let (s, v) = api
+            .call("DELETE", &format!("{EAM}/apps/{id}"), Some(&alpha), None)
+            .await;
+        assert_eq!(s, 204, "{v}");
+    }
+    assert!(store.list::<App>().await.unwrap().0.is_empty());
+    // A deleted app's name and version are free again.
+    let (s, v) = api
+        .call(
+            "POST",
+            &format!("{EAM}/apps"),
+            Some(&alpha),
+            Some(manifest("arena_0", "AlphaGames")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+}

@@ -25,8 +25,8 @@ use mecfed_core::{
 };
 use mecfed_scheduler::AppPolicy;
 use mecfed_store::{
-    Store,
-    typed::{Resource, Typed},
+    Compare, Store, Txn, TxnOp,
+    typed::{self, Resource, Typed},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -719,25 +719,39 @@ pub(crate) async fn submit_app<S: Store>(
     let uuid = Uuid::new_v4();
     let id = AppId::new(uuid.to_string())?;
     let app = manifest.to_app(id.clone(), dev.id.clone())?;
-    let (existing, _) = st.store.list::<CamaraApp>().await?;
-    if existing.iter().any(|c| {
-        c.value.manifest.app_provider == manifest.app_provider
-            && c.value.manifest.name == manifest.name
-            && c.value.manifest.version == manifest.version
-    }) {
+    // The app, its manifest and its name's reservation are one write: an interrupted submit
+    // leaves nothing behind, and two racing submits of one name and version cannot both win.
+    let name = name_key(&manifest.app_provider, &manifest.name, &manifest.version);
+    let (app_name, app_version) = (manifest.name.clone(), manifest.version.clone());
+    let camara = CamaraApp {
+        app: id.clone(),
+        manifest: manifest.public(uuid),
+    };
+    let keys = [
+        typed::key::<CamaraApp>(id.as_str()),
+        typed::key::<App>(id.as_str()),
+        name.clone(),
+    ];
+    let txn = Txn::new()
+        .when(keys.iter().cloned().map(Compare::absent))
+        .and_then([
+            TxnOp::put(keys[0].clone(), json(&camara)?),
+            TxnOp::put(keys[1].clone(), json(&app)?),
+            TxnOp::put(name, id.as_str()),
+        ]);
+    if !st
+        .store
+        .store()
+        .txn(txn)
+        .await
+        .map_err(ApiError::from)?
+        .succeeded
+    {
         return Err(ApiError::Conflict(format!(
-            "app {} version {} already exists",
-            manifest.name, manifest.version
+            "app {app_name} version {app_version} already exists"
         ))
         .into());
     }
-    st.store
-        .create(&CamaraApp {
-            app: id.clone(),
-            manifest: manifest.public(uuid),
-        })
-        .await?;
-    st.store.create(&app).await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "appId": uuid.to_string() })),
@@ -769,12 +783,55 @@ pub(crate) async fn find_app<S: Store>(
     p: &Principal,
     raw: &str,
 ) -> Result<(App, CamaraApp), CamaraError> {
+    let (app, camara, _) = find_app_versioned(store, p, raw).await?;
+    Ok((app, camara))
+}
+
+/// [`find_app`] with the app document's revision; two reads, whatever the number of apps
+/// (a CAMARA app's mecfed id is its UUID).
+async fn find_app_versioned<S: Store>(
+    store: &Typed<S>,
+    p: &Principal,
+    raw: &str,
+) -> Result<(App, CamaraApp, mecfed_store::Revision), CamaraError> {
     let uuid = ids::parse("appId", raw)?;
-    visible_apps(store, p)
-        .await?
-        .into_iter()
-        .find(|(a, _)| ids::app_uuid(&a.id) == uuid)
-        .ok_or_else(|| ApiError::NotFound(format!("app {raw} not found")).into())
+    let id = uuid.to_string();
+    let not_found = || CamaraError::from(ApiError::NotFound(format!("app {raw} not found")));
+    let Some(app) = store.get::<App>(&id).await? else {
+        return Err(not_found());
+    };
+    if !p.owns(&app.value.developer, &app.value.id) {
+        return Err(not_found());
+    }
+    let Some(camara) = store.get::<CamaraApp>(&id).await? else {
+        return Err(not_found());
+    };
+    Ok((app.value, camara.value, app.revision))
+}
+
+/// The key reserving a provider's app name and version for one app:
+/// `/mecfed/v1/camaranames/<hex SHA-256 of provider, name and version>`.
+fn name_key(provider: &str, name: &str, version: &str) -> Vec<u8> {
+    let digest = crate::util::sha256_hex(&format!("{provider}\n{name}\n{version}"));
+    format!("{}camaranames/{digest}", typed::KEY_ROOT).into_bytes()
+}
+
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(Box::new(e)))
+}
+
+/// Reserves the names of CAMARA apps stored before names were reserved (at start-up).
+pub async fn reserve_names<S: Store>(store: &Typed<S>) -> Result<(), ApiError> {
+    let (all, _) = store.list::<CamaraApp>().await?;
+    for c in all {
+        let m = &c.value.manifest;
+        let k = name_key(&m.app_provider, &m.name, &m.version);
+        let txn = Txn::new()
+            .when([Compare::absent(k.clone())])
+            .and_then([TxnOp::put(k, c.value.app.as_str())]);
+        store.store().txn(txn).await?;
+    }
+    Ok(())
 }
 
 pub(crate) async fn list_apps<S: Store>(
@@ -807,7 +864,7 @@ pub(crate) async fn delete_app<S: Store>(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, CamaraError> {
     p.require(scopes::EAM_APPS_DELETE)?;
-    let (app, _) = find_app(&st.store, &p, &raw).await?;
+    let (app, camara, revision) = find_app_versioned(&st.store, &p, &raw).await?;
     let deployed = app.zones.as_ref().is_some_and(|z| !z.is_empty());
     let (instances, _) = st.store.list::<Instance>().await?;
     if deployed || instances.iter().any(|i| i.value.app == app.id) {
@@ -818,10 +875,34 @@ pub(crate) async fn delete_app<S: Store>(
             "ABORTED",
         ));
     }
-    st.store.delete::<AppPolicy>(app.id.as_str(), None).await?;
-    st.store.delete::<App>(app.id.as_str(), None).await?;
-    st.store.delete::<CamaraApp>(app.id.as_str(), None).await?;
-    Ok(StatusCode::NO_CONTENT)
+    // One write, guarded by the app as read: a deployment racing the delete makes it look
+    // again (and answer 409), and nothing is left half deleted.
+    let m = &camara.manifest;
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            typed::key::<App>(app.id.as_str()),
+            revision,
+        )])
+        .and_then([
+            TxnOp::Delete(typed::key::<AppPolicy>(app.id.as_str())),
+            TxnOp::Delete(typed::key::<App>(app.id.as_str())),
+            TxnOp::Delete(typed::key::<CamaraApp>(app.id.as_str())),
+            TxnOp::Delete(name_key(&m.app_provider, &m.name, &m.version)),
+        ]);
+    if st
+        .store
+        .store()
+        .txn(txn)
+        .await
+        .map_err(ApiError::from)?
+        .succeeded
+    {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    Err(CamaraError::coded(
+        ApiError::Conflict("the app changed while it was being deleted; try again".into()),
+        "ABORTED",
+    ))
 }
 
 // === zones and clusters ===
