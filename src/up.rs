@@ -98,8 +98,12 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     mecfed_api::camara::eam::reserve_names(&api_state.store)
         .await
         .context("reserving the names of stored CAMARA apps")?;
-    let ue_events = mecfed_api::ue_events::UeEvents::new(api_state.store.clone())
-        .with_metrics(mecfed_api::ue_events::UeEventMetrics::register(&registry)?);
+    let engine_metrics = mecfed_api::engine::EngineMetrics::register(&registry)?;
+    let ue_events = mecfed_api::engine::ue::UeEvents::new(api_state.store.clone())
+        .with_metrics(engine_metrics.clone());
+    let instance_events =
+        mecfed_api::engine::instance::InstanceEvents::new(api_state.store.clone())
+            .with_metrics(engine_metrics);
     let reporter = mecfed_api::mec::location::Reporter::new(api_state.store.clone());
     let status_reporter = mecfed_api::camara::status::StatusReporter::new(api_state.store.clone());
     let api = router(api_state);
@@ -154,6 +158,11 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
         ue_events.run(stopped(stop_rx.clone())),
     );
+    let instance_events_task = health.spawn(
+        "instance-events",
+        stop_rx.clone(),
+        instance_events.run(stopped(stop_rx.clone())),
+    );
     let status_task = health.spawn(
         "camara-status",
         stop_rx.clone(),
@@ -164,14 +173,15 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c, d, e, f, g) = tokio::join!(
+        let (a, b, c, d, e, f, g, h) = tokio::join!(
             api_task,
             admin_task,
             scheduler_task,
             notifier_task,
             reporter_task,
             status_task,
-            ue_events_task
+            ue_events_task,
+            instance_events_task
         );
         a??;
         b??;
@@ -180,6 +190,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         e?;
         f?;
         g?;
+        h?;
         anyhow::Ok(())
     })
     .await;

@@ -114,7 +114,27 @@ impl Reconciler {
         }
         for (id, r) in std::mem::take(&mut self.running) {
             tracing::info!(instance = %id, "stopping");
+            self.report_terminating(&id, &r).await;
             r.handle.stop().await;
+        }
+    }
+
+    /// Tells the platform that instance `id` is about to be stopped (best effort: an
+    /// unreachable platform learns it from the next report or the instance's absence).
+    async fn report_terminating(&mut self, id: &InstanceId, r: &Running) {
+        let Some(cred) = self.credential.borrow().clone() else {
+            return;
+        };
+        let status = r.handle.status.borrow().clone();
+        let body = InstanceReport {
+            app: r.app.clone(),
+            state: InstanceState::Terminating,
+            endpoint: status.endpoint.clone(),
+            pid: status.pid,
+            sessions: None,
+        };
+        if !self.platform.report(&cred, id, &body).await {
+            tracing::warn!(instance = %id, "could not tell the platform the instance terminates");
         }
     }
 
@@ -171,6 +191,9 @@ impl Reconciler {
                 Change::Stop(id) => {
                     if let Some(r) = self.running.remove(&id) {
                         tracing::info!(instance = %id, "no longer assigned; stopping");
+                        // Terminating is said before the signal, so that the app hears of its
+                        // termination (MEC 011) while it still runs, and may confirm it.
+                        self.report_terminating(&id, &r).await;
                         r.handle.stop().await;
                         self.forget(&id).await;
                     }

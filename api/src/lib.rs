@@ -14,6 +14,7 @@ mod admin;
 mod apps;
 pub mod auth;
 pub mod camara;
+pub mod engine;
 mod error;
 mod health;
 pub mod mec;
@@ -22,7 +23,6 @@ pub mod notify;
 pub mod openapi;
 mod problem;
 pub mod sites;
-pub mod ue_events;
 mod ues;
 mod util;
 

@@ -375,21 +375,10 @@ pub(crate) async fn report_instance<S: Store>(
         pid: report.pid,
         sessions: report.sessions,
     };
+    // Termination and adjacency notifications follow from the instance engine.
     let current = st.store.get::<Instance>(id.as_str()).await?;
     if current.as_ref().map(|c| &c.value) != Some(&instance) {
         st.store.put(&instance).await?;
-        let was = current.map(|c| c.value.state);
-        if (instance.state == InstanceState::Ready) != (was == Some(InstanceState::Ready)) {
-            crate::mec::ams::adjacency_changed(&st.store, &instance).await?;
-        }
-        if instance.state == InstanceState::Terminating && was != Some(InstanceState::Terminating) {
-            crate::mec::subscriptions::instance_terminating(
-                &st.store,
-                &id,
-                AGENT_STOP_GRACE_SECONDS,
-            )
-            .await?;
-        }
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -409,7 +398,6 @@ pub(crate) async fn forget_instance<S: Store>(
             .delete::<Instance>(id.as_str(), Some(current.revision))
             .await?;
         crate::mec::app_support::forget_instance(&st.store, &id).await?;
-        crate::mec::ams::adjacency_changed(&st.store, &current.value).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -56,7 +56,7 @@ fn identity_key(address: &str) -> Vec<u8> {
 /// address another UE holds is a conflict. The UE and its identity reservations are one
 /// transaction guarded by what was read, so two racing writers cannot both take one
 /// identity. The notifications the change implies come from the UE-event engine
-/// ([`crate::ue_events`]), never from here.
+/// ([`crate::engine::ue`]), never from here.
 pub(crate) async fn put_ue<S: Store>(
     State(st): State<ApiState<S>>,
     Extension(p): Extension<Principal>,

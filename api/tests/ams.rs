@@ -16,7 +16,9 @@ use support::{Api, INST, instance_token, world};
 const AMS: &str = "/amsi/v1";
 const OTHER: &str = "arena-cork-a-1";
 
+/// The outbox once the engines turned every change into notifications.
 async fn outbox(api: &Api) -> Vec<Value> {
+    api.settle().await;
     Typed::new(api.store.clone())
         .list::<Notification>()
         .await

@@ -8,8 +8,8 @@ mod support;
 use std::time::Duration;
 
 use mecfed_api::{
+    engine::ue::UeEvents,
     notify::{Notification, Subscription},
-    ue_events::{UeEvents, UeView},
 };
 use mecfed_core::{AccessKind, GeoPoint, OperatorId, Resources, Site, SiteId, Ue, ZoneId};
 use mecfed_store::{EmbeddedStore, typed::Typed};
@@ -165,12 +165,8 @@ async fn each_change_is_told_once_even_across_a_reopening() {
     let api = support::api_on(store.clone());
     let engine = UeEvents::new(Typed::new(store.clone()));
     assert_eq!(engine.settle().await.unwrap(), 0);
-    let view = Typed::new(store.clone())
-        .get::<UeView>("u1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(view.value.0.attachment.unwrap().access_point, "cell-s");
+    let view = engine.view("u1").await.unwrap().unwrap();
+    assert_eq!(view.attachment.unwrap().access_point, "cell-s");
     assert_eq!(put_ue(&api, ue("u1", "+353800001", "cell-n")).await, 200);
     let (s, _) = api.request("DELETE", "/mecfed/v1/ues/u1", None).await;
     assert_eq!(s, 204);
@@ -185,13 +181,7 @@ async fn each_change_is_told_once_even_across_a_reopening() {
         events,
         [json!("ENTERING_AREA_EVENT"), json!("LEAVING_AREA_EVENT")]
     );
-    assert!(
-        Typed::new(store)
-            .get::<UeView>("u1")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(engine.view("u1").await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -266,10 +256,9 @@ async fn the_running_engine_follows_the_store() {
     stop_tx.send(()).unwrap();
     task.await.unwrap();
     let ue: Ue = serde_json::from_value(ue("u1", "+353800001", "cell-n")).unwrap();
-    let view = Typed::new(api.store.clone())
-        .get::<UeView>("u1")
+    let view = UeEvents::new(Typed::new(api.store.clone()))
+        .view("u1")
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(view.value.0, ue);
+    assert_eq!(view, Some(ue));
 }

@@ -325,6 +325,22 @@ async fn a_developer_onboards_arena_and_ues_discover_the_zone_of_their_instance(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    // Each instance is told of its termination (MEC 011) before it is stopped.
+    for i in &placed {
+        let id = i["id"].as_str().unwrap();
+        let (s, v) = call(
+            "POST",
+            &format!("{server}/mec_app_support/v1/applications/{id}/subscriptions"),
+            &dev,
+            Some(json!({"AppTerminationNotificationSubscription": {
+                "subscriptionType": "AppTerminationNotificationSubscription",
+                "callbackReference": sink.url,
+                "appInstanceId": id,
+            }})),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
     let (s, v) = call(
         "DELETE",
         &format!("{server}{EAM}/deployments/{deployment}"),
@@ -333,6 +349,27 @@ async fn a_developer_onboards_arena_and_ues_discover_the_zone_of_their_instance(
     )
     .await;
     assert_eq!(s, 202, "{v}");
+    let deadline = Instant::now() + START;
+    loop {
+        let told: std::collections::BTreeSet<String> = sink
+            .received()
+            .iter()
+            .filter_map(|r| {
+                let n = &r.body["subscriptionNotification"];
+                (n["notificationType"] == "AppTerminationNotification"
+                    && n["operationAction"] == "TERMINATING")
+                    .then(|| n["_links"]["confirmTermination"]["href"].to_string())
+            })
+            .collect();
+        if told.len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "termination notifications: {told:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let deadline = Instant::now() + START;
     loop {
         let ended = sink.received().iter().any(|r| {

@@ -910,54 +910,26 @@ pub async fn mobility_procedure<S: Store>(
     .await
 }
 
-/// Queues `AdjacentAppInfoNotification`s for the subscriptions watching the other instances
-/// of `changed`'s app: an instance became Ready or went away.
-pub(crate) async fn adjacency_changed<S: Store>(
-    store: &Typed<S>,
-    changed: &Instance,
-) -> Result<(), ApiError> {
-    let subs = notify::of_family(store, ADJACENT_APP_INFO).await?;
-    if subs.is_empty() {
-        return Ok(());
-    }
-    let (instances, _) = store.list::<Instance>().await?;
-    let siblings: Vec<&Instance> = instances
-        .iter()
-        .map(|v| &v.value)
-        .filter(|i| i.app == changed.app)
+/// The `AdjacentAppInfoNotification` of subscription `sub`: the instances of its watcher's
+/// app that are Ready, `ready`, other than the watcher itself.
+pub(crate) fn adjacent_notification<'a>(
+    sub: &Subscription,
+    watcher: &str,
+    ready: impl Iterator<Item = &'a Instance>,
+) -> Value {
+    let adjacent: Vec<Value> = ready
+        .filter(|i| i.id.as_str() != watcher)
+        .map(|i| {
+            let info = adjacent_info(i, None);
+            json!({"appInstanceId": i.id, "commInterface": [info["appInstanceCommLink"][0]]})
+        })
         .collect();
-    let ready: Vec<&Instance> = siblings
-        .iter()
-        .copied()
-        .filter(|i| i.state == InstanceState::Ready)
-        .collect();
-    for s in subs {
-        let Ok(a) = serde_json::from_value::<AmsSubscription>(s.body.clone()) else {
-            continue;
-        };
-        let Some(watcher) = a.filter_criteria.app_instance_id.as_deref() else {
-            continue;
-        };
-        if watcher == changed.id.as_str() || !siblings.iter().any(|i| i.id.as_str() == watcher) {
-            continue;
-        }
-        let adjacent: Vec<Value> = ready
-            .iter()
-            .filter(|i| i.id.as_str() != watcher)
-            .map(|i| {
-                let info = adjacent_info(i, None);
-                json!({"appInstanceId": i.id, "commInterface": [info["appInstanceCommLink"][0]]})
-            })
-            .collect();
-        let body = json!({"AdjacentAppInfoNotification": {
-            "notificationType": "AdjacentAppInfoNotification",
-            "timeStamp": now_ts(),
-            "adjacentAppInfo": adjacent,
-            "_links": {"subscription": {"href": s.href}},
-        }});
-        notify::enqueue(store, &s.id, body).await?;
-    }
-    Ok(())
+    json!({"AdjacentAppInfoNotification": {
+        "notificationType": "AdjacentAppInfoNotification",
+        "timeStamp": now_ts(),
+        "adjacentAppInfo": adjacent,
+        "_links": {"subscription": {"href": sub.href}},
+    }})
 }
 
 #[cfg(test)]

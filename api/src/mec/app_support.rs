@@ -356,10 +356,7 @@ pub(crate) async fn confirm_ready<S: Store>(
         let mut next = current.value.clone();
         next.state = InstanceState::Ready;
         match st.store.update(&next, current.revision).await {
-            Ok(_) => {
-                super::ams::adjacency_changed(&st.store, &next).await?;
-                break;
-            }
+            Ok(_) => break,
             Err(TypedError::Conflict { .. }) => {
                 match st.store.get::<Instance>(next.id.as_str()).await? {
                     Some(c) => current = c,

@@ -307,31 +307,23 @@ pub(crate) async fn delete<T: Mp1Subscription, S: Store>(
 
 // === events ===
 
-/// Queues an `AppTerminationNotification` for every subscription of `instance`: it is being
-/// stopped or terminated, and has `grace_seconds` before it is killed.
-pub(crate) async fn instance_terminating<S: Store>(
-    store: &mecfed_store::typed::Typed<S>,
+/// The `AppTerminationNotification` of subscription `sub` when its instance `instance` is
+/// terminating, stopped within `grace_seconds`.
+pub(crate) fn termination_notification(
+    sub: &Subscription,
     instance: &InstanceId,
     grace_seconds: u32,
-) -> Result<(), ApiError> {
-    let subs: Vec<Subscription> = notify::of_family(store, APP_TERMINATION)
-        .await?
-        .into_iter()
-        .filter(|s| s.instance.as_ref() == Some(instance))
-        .collect();
+) -> serde_json::Value {
     let confirm = format!("{APP_SUPPORT_ROOT}/applications/{instance}/confirm_termination");
-    notify::fan_out(store, &subs, |s| {
-        serde_json::json!({"subscriptionNotification": {
-            "notificationType": "AppTerminationNotification",
-            "operationAction": "TERMINATING",
-            "maxGracefulTimeout": grace_seconds,
-            "_links": {
-                "subscription": {"href": s.href},
-                "confirmTermination": {"href": confirm},
-            },
-        }})
-    })
-    .await
+    serde_json::json!({"subscriptionNotification": {
+        "notificationType": "AppTerminationNotification",
+        "operationAction": "TERMINATING",
+        "maxGracefulTimeout": grace_seconds,
+        "_links": {
+            "subscription": {"href": sub.href},
+            "confirmTermination": {"href": confirm},
+        },
+    }})
 }
 
 /// How a service changed.

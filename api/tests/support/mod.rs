@@ -50,9 +50,14 @@ fn api_with(store: EmbeddedStore, dir: tempfile::TempDir) -> Api {
 }
 
 impl Api {
-    /// Runs the UE-event engine until every UE change is turned into notifications.
+    /// Runs the engines until every change is turned into notifications.
     pub async fn settle(&self) {
-        mecfed_api::ue_events::UeEvents::new(Typed::new(self.store.clone()))
+        let store = Typed::new(self.store.clone());
+        mecfed_api::engine::ue::UeEvents::new(store.clone())
+            .settle()
+            .await
+            .unwrap();
+        mecfed_api::engine::instance::InstanceEvents::new(store)
             .settle()
             .await
             .unwrap();
