@@ -104,6 +104,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     let instance_events =
         mecfed_api::engine::instance::InstanceEvents::new(api_state.store.clone())
             .with_metrics(engine_metrics);
+    let zone_sync = mecfed_api::camara::zones::ZoneSync::new(api_state.store.clone());
     let reporter = mecfed_api::mec::location::Reporter::new(api_state.store.clone());
     let status_reporter = mecfed_api::camara::status::StatusReporter::new(api_state.store.clone());
     let api = router(api_state);
@@ -158,6 +159,11 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         stop_rx.clone(),
         ue_events.run(stopped(stop_rx.clone())),
     );
+    let zones_task = health.spawn(
+        "camara-zones",
+        stop_rx.clone(),
+        zone_sync.run(stopped(stop_rx.clone())),
+    );
     let instance_events_task = health.spawn(
         "instance-events",
         stop_rx.clone(),
@@ -173,7 +179,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c, d, e, f, g, h) = tokio::join!(
+        let (a, b, c, d, e, f, g, h, i) = tokio::join!(
             api_task,
             admin_task,
             scheduler_task,
@@ -181,7 +187,8 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
             reporter_task,
             status_task,
             ue_events_task,
-            instance_events_task
+            instance_events_task,
+            zones_task
         );
         a??;
         b??;
@@ -191,6 +198,7 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         f?;
         g?;
         h?;
+        i?;
         anyhow::Ok(())
     })
     .await;

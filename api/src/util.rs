@@ -76,3 +76,83 @@ pub(crate) async fn each_second_as_leader<S, F, Fut>(
         }
     }
 }
+
+/// Runs `work` while this process holds the leadership `key` (TTL `ttl`), until `shutdown`
+/// resolves; then resigns. The lease is kept alive every third of the TTL beside the work;
+/// when it is lost the work future is dropped at once (it must keep its progress in the
+/// store, as every engine does), and started again from scratch when leadership returns.
+/// A work future that ends is started again a second later. `what` names it in logs, and
+/// `on_change(leading)` is told each change of leadership (metrics).
+pub(crate) async fn lead<S, F, Fut>(
+    store: S,
+    key: Vec<u8>,
+    ttl: std::time::Duration,
+    what: &'static str,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_change: impl Fn(bool),
+    mut work: F,
+) where
+    S: mecfed_store::Store,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    tokio::pin!(shutdown);
+    let mut election = mecfed_store::Election::new(
+        store,
+        key,
+        format!("pid-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+        ttl,
+    );
+    let every = ttl / 3;
+    loop {
+        let leading = match election.campaign().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}: leader election failed");
+                false
+            }
+        };
+        if leading {
+            tracing::info!(id = election.id(), "{what}: leading");
+            on_change(true);
+            let job = work();
+            tokio::pin!(job);
+            let mut keep = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let resign = loop {
+                tokio::select! {
+                    () = &mut shutdown => break true,
+                    () = &mut job => {
+                        tracing::warn!("{what}: work ended; starting it again");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        break false;
+                    }
+                    _ = keep.tick() => match election.campaign().await {
+                        Ok(true) => {}
+                        Ok(false) => break false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "{what}: cannot keep the leadership");
+                            break false;
+                        }
+                    },
+                }
+            };
+            on_change(false);
+            if resign {
+                if let Err(e) = election.resign().await {
+                    tracing::warn!(error = %e, "{what}: cannot resign");
+                }
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            () = &mut shutdown => {
+                if let Err(e) = election.resign().await {
+                    tracing::warn!(error = %e, "{what}: cannot resign");
+                }
+                return;
+            }
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}

@@ -557,7 +557,9 @@ async fn zone_ids(api: &support::Api, token: &str) -> std::collections::BTreeMap
         .collect()
 }
 
+/// The app's zones, once the controllers followed the records.
 async fn deployed_zones(api: &support::Api, app: &mecfed_core::AppId) -> Option<Vec<String>> {
+    api.settle().await;
     let typed = Typed::new(api.store.clone());
     let app = typed.get::<App>(app.as_str()).await.unwrap().unwrap().value;
     app.zones
@@ -1018,6 +1020,7 @@ async fn cluster_refs_pin_app_instances_and_status_callbacks_follow_them() {
         .await;
     assert_eq!(s, 202, "{info}");
     let instance_id = info["appInstanceId"].as_str().unwrap().to_string();
+    api.settle().await;
     let pinned = typed.get::<App>(app.as_str()).await.unwrap().unwrap().value;
     assert_eq!(
         pinned.pins,
@@ -1108,6 +1111,7 @@ async fn cluster_refs_pin_app_instances_and_status_callbacks_follow_them() {
         queued[2].body["data"]["terminationReason"],
         "SUBSCRIPTION_DELETED"
     );
+    api.settle().await;
     assert!(
         typed
             .get::<App>(app.as_str())
@@ -1135,6 +1139,7 @@ async fn cluster_refs_pin_app_instances_and_status_callbacks_follow_them() {
         )
         .await;
     assert_eq!(s, 202, "{v}");
+    api.settle().await;
     let pinned = typed.get::<App>(app.as_str()).await.unwrap().unwrap().value;
     assert_eq!(
         pinned.pins,
@@ -1231,4 +1236,86 @@ async fn racing_submits_of_one_name_and_version_leave_one_app_and_no_ghost() {
         )
         .await;
     assert_eq!(s, 201, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_app_instances_and_deployments_take_a_zone_once() {
+    let api = std::sync::Arc::new(api());
+    let alpha = developer(&api, "alpha", "AlphaGames").await;
+    add_site(&api, "cork-a", "op-a", "cork", (51.9, -8.47)).await;
+    add_site(&api, "dub-a", "op-a", "dublin", (53.35, -6.26)).await;
+    let zones = zone_ids(&api, &alpha).await;
+    let (app_id, app) = submitted(&api, &alpha).await;
+    for round in 0..15 {
+        // Two app instances and a deployment race for Cork.
+        let bodies = [
+            (
+                "appinstances",
+                json!({"name": format!("a_{round}"), "appId": app_id, "edgeCloudZoneId": zones["cork"]}),
+            ),
+            (
+                "appinstances",
+                json!({"name": format!("b_{round}"), "appId": app_id, "edgeCloudZoneId": zones["cork"]}),
+            ),
+            (
+                "deployments",
+                json!({"appDeploymentName": format!("d_{round}"), "appId": app_id,
+                "edgeCloudZones": [zones["cork"], zones["dublin"]]}),
+            ),
+        ];
+        let racers: Vec<_> = bodies
+            .into_iter()
+            .map(|(what, body)| {
+                let (api, alpha) = (api.clone(), alpha.clone());
+                tokio::spawn(async move {
+                    api.call("POST", &format!("{EAM}/{what}"), Some(&alpha), Some(body))
+                        .await
+                })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for r in racers {
+            let (s, v) = r.await.unwrap();
+            match s {
+                202 => won.push(v),
+                409 => assert_eq!(v["code"], "ALREADY_EXISTS", "{v}"),
+                _ => panic!("round {round}: {s} {v}"),
+            }
+        }
+        assert_eq!(won.len(), 1, "round {round}: {won:?}");
+        // Whoever won holds Cork (and the deployment Dublin too); the app is deployed there.
+        let (_, list) = api
+            .call(
+                "GET",
+                &format!("{EAM}/appinstances?appId={app_id}"),
+                Some(&alpha),
+                None,
+            )
+            .await;
+        let in_cork = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["edgeCloudZoneId"] == zones["cork"].as_str())
+            .count();
+        assert_eq!(in_cork, 1, "round {round}: {list}");
+        assert!(
+            deployed_zones(&api, &app)
+                .await
+                .unwrap()
+                .contains(&"cork".to_string())
+        );
+        // Undo the winner, so that the next round races for a free zone again.
+        let w = &won[0];
+        let uri = match w["appDeploymentId"].as_str() {
+            Some(d) => format!("{EAM}/deployments/{d}"),
+            None => format!(
+                "{EAM}/appinstances/{}",
+                w["appInstanceId"].as_str().unwrap()
+            ),
+        };
+        let (s, v) = api.call("DELETE", &uri, Some(&alpha), None).await;
+        assert_eq!(s, 202, "{v}");
+        assert_eq!(deployed_zones(&api, &app).await, Some(vec![]));
+    }
 }

@@ -820,7 +820,8 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::Internal(Box::new(e)))
 }
 
-/// Reserves the names of CAMARA apps stored before names were reserved (at start-up).
+/// Reserves what CAMARA records stored before reservations existed hold (at start-up): app
+/// names and versions, app instances' zones, deployment names. The first holder keeps each.
 pub async fn reserve_names<S: Store>(store: &Typed<S>) -> Result<(), ApiError> {
     let (all, _) = store.list::<CamaraApp>().await?;
     for c in all {
@@ -830,6 +831,27 @@ pub async fn reserve_names<S: Store>(store: &Typed<S>) -> Result<(), ApiError> {
             .when([Compare::absent(k.clone())])
             .and_then([TxnOp::put(k, c.value.app.as_str())]);
         store.store().txn(txn).await?;
+    }
+    let reserve = async |key: Vec<u8>, holder: &str| -> Result<(), ApiError> {
+        let txn = Txn::new()
+            .when([Compare::absent(key.clone())])
+            .and_then([TxnOp::put(key, holder)]);
+        store.store().txn(txn).await?;
+        Ok(())
+    };
+    let (records, _) = store.list::<super::lifecycle::CamaraInstance>().await?;
+    for r in records {
+        let r = r.value;
+        reserve(super::lifecycle::zone_key(&r.app, &r.zone), &r.id).await?;
+    }
+    let (deployments, _) = store.list::<super::lifecycle::CamaraDeployment>().await?;
+    for d in deployments {
+        let d = d.value;
+        reserve(
+            super::lifecycle::deployment_name_key(&d.app, &d.name),
+            &d.id,
+        )
+        .await?;
     }
     Ok(())
 }

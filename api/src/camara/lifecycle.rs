@@ -33,8 +33,8 @@ use mecfed_core::{
     ZoneId,
 };
 use mecfed_store::{
-    Store,
-    typed::{Resource, Typed, TypedError},
+    Compare, Store, Txn, TxnOp,
+    typed::{self, KEY_ROOT, Resource, Typed},
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -328,39 +328,100 @@ impl World {
 
 // === store helpers ===
 
-/// Makes `app`'s deployed zones the union of its app instances' zones, and its pins their
-/// clusters, retrying on concurrent changes of the app.
-async fn sync_zones<S: Store>(store: &Typed<S>, app: &AppId) -> Result<(), CamaraError> {
-    loop {
-        let (records, _) = store.list::<CamaraInstance>().await?;
-        let mut zones: BTreeSet<ZoneId> = BTreeSet::new();
-        let mut pins: BTreeMap<ZoneId, Vec<SiteId>> = BTreeMap::new();
-        for r in records
-            .into_iter()
-            .map(|r| r.value)
-            .filter(|r| &r.app == app)
-        {
-            if !r.clusters.is_empty() {
-                pins.entry(r.zone.clone()).or_default().extend(r.clusters);
-            }
-            zones.insert(r.zone);
+/// An app's deployed zones and pins as its app instances `records` ask: the union of their
+/// zones, and per zone the union of their clusters (IO-free; [`super::zones`] writes it).
+pub(crate) fn zones_of<'a>(
+    records: impl IntoIterator<Item = &'a CamaraInstance>,
+) -> (Vec<ZoneId>, BTreeMap<ZoneId, Vec<SiteId>>) {
+    let mut zones: BTreeSet<ZoneId> = BTreeSet::new();
+    let mut pins: BTreeMap<ZoneId, Vec<SiteId>> = BTreeMap::new();
+    for r in records {
+        if !r.clusters.is_empty() {
+            pins.entry(r.zone.clone())
+                .or_default()
+                .extend(r.clusters.iter().cloned());
         }
-        let zones: Vec<ZoneId> = zones.into_iter().collect();
-        let Some(current) = store.get::<App>(app.as_str()).await? else {
-            return Ok(());
-        };
-        if current.value.zones.as_ref() == Some(&zones) && current.value.pins == pins {
-            return Ok(());
-        }
-        let mut next = current.value;
-        next.zones = Some(zones);
-        next.pins = pins;
-        match store.update(&next, current.revision).await {
-            Ok(_) => return Ok(()),
-            Err(TypedError::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        zones.insert(r.zone.clone());
     }
+    (zones.into_iter().collect(), pins)
+}
+
+/// The key reserving zone `zone` for the one app instance of app `app` there:
+/// `/mecfed/v1/camarazones/<app>/<zone>`, holding the app instance's id.
+pub(crate) fn zone_key(app: &AppId, zone: &ZoneId) -> Vec<u8> {
+    format!("{KEY_ROOT}camarazones/{app}/{zone}").into_bytes()
+}
+
+/// The key reserving a deployment name within an app:
+/// `/mecfed/v1/camaradeploymentnames/<app>/<hex SHA-256 of the name>`.
+pub(crate) fn deployment_name_key(app: &AppId, name: &str) -> Vec<u8> {
+    let digest = crate::util::sha256_hex(name);
+    format!("{KEY_ROOT}camaradeploymentnames/{app}/{digest}").into_bytes()
+}
+
+/// The writes of one CAMARA request, committed as one guarded transaction.
+#[derive(Default)]
+struct Batch {
+    compares: Vec<Compare>,
+    ops: Vec<TxnOp>,
+}
+
+impl Batch {
+    fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+        serde_json::to_vec(v).map_err(|e| ApiError::Internal(Box::new(e)))
+    }
+
+    /// Creates `doc`, which must not exist.
+    fn create<R: Resource>(&mut self, doc: &R) -> Result<(), ApiError> {
+        let key = typed::key::<R>(&doc.id());
+        self.compares.push(Compare::absent(key.clone()));
+        self.ops.push(TxnOp::put(key, Self::json(doc)?));
+        Ok(())
+    }
+
+    /// Replaces `doc`.
+    fn put<R: Resource>(&mut self, doc: &R) -> Result<(), ApiError> {
+        self.ops
+            .push(TxnOp::put(typed::key::<R>(&doc.id()), Self::json(doc)?));
+        Ok(())
+    }
+
+    /// Deletes document `id` of kind `R`.
+    fn delete<R: Resource>(&mut self, id: &str) {
+        self.ops.push(TxnOp::Delete(typed::key::<R>(id)));
+    }
+
+    /// Takes `key` for `holder`; the batch fails when someone holds it.
+    fn reserve(&mut self, key: Vec<u8>, holder: &str) {
+        self.compares.push(Compare::absent(key.clone()));
+        self.ops.push(TxnOp::put(key, holder));
+    }
+
+    /// Gives `key` up.
+    fn release(&mut self, key: Vec<u8>) {
+        self.ops.push(TxnOp::Delete(key));
+    }
+
+    /// Adds a guard and writes made elsewhere.
+    fn extend(&mut self, guard: Compare, ops: Vec<TxnOp>) {
+        self.compares.push(guard);
+        self.ops.extend(ops);
+    }
+
+    /// Commits; `false` when a guard failed (nothing was written).
+    async fn commit<S: Store>(self, store: &Typed<S>) -> Result<bool, ApiError> {
+        let txn = Txn::new().when(self.compares).and_then(self.ops);
+        Ok(store.store().txn(txn).await?.succeeded)
+    }
+}
+
+/// Who holds `key`, if anyone.
+async fn holder<S: Store>(store: &Typed<S>, key: &[u8]) -> Result<Option<String>, ApiError> {
+    Ok(store
+        .store()
+        .get(key)
+        .await?
+        .map(|kv| String::from_utf8_lossy(&kv.value).into_owned()))
 }
 
 /// Deletes every app instance and deployment of `app` (the app itself is being deleted).
@@ -493,19 +554,15 @@ pub(crate) async fn create_instance<S: Store>(
         std::slice::from_ref(&zone),
         "kubernetesClusterRef",
     )?;
-    if records_of(&st.store, &app.id)
-        .await?
-        .iter()
-        .any(|r| r.zone == zone)
-    {
-        return Err(CamaraError::coded(
+    let taken = || {
+        CamaraError::coded(
             ApiError::Conflict(format!(
                 "application already instantiated in edge cloud zone {}",
                 body.edge_cloud_zone_id
             )),
             "ALREADY_EXISTS",
-        ));
-    }
+        )
+    };
     let rec = CamaraInstance {
         id: Uuid::new_v4().to_string(),
         name: body.name,
@@ -515,7 +572,11 @@ pub(crate) async fn create_instance<S: Store>(
         deployment: None,
         subscription: plan.as_ref().map(|_| Uuid::new_v4().to_string()),
     };
-    st.store.create(&rec).await?;
+    // The record, its zone's reservation and its subscription with the initial event are
+    // one write; the app's zones follow from the records ([`super::zones`]).
+    let mut batch = Batch::default();
+    batch.reserve(zone_key(&app.id, &rec.zone), &rec.id);
+    batch.create(&rec)?;
     if let (Some(plan), Some(req), Some(sub)) = (
         plan,
         body.subscription_request.as_ref(),
@@ -529,24 +590,13 @@ pub(crate) async fn create_instance<S: Store>(
             &[],
         )
         .unwrap_or_default();
-        let made = status::subscribe(
-            &st.store,
-            &p,
-            sub,
-            Target::Instance,
-            &rec.id,
-            req,
-            plan,
-            &now,
-        )
-        .await;
-        if let Err(e) = made {
-            // Nothing half-made stays: the instance goes with its subscription.
-            st.store.delete::<CamaraInstance>(&rec.id, None).await?;
-            return Err(e.into());
-        }
+        let (guard, ops) =
+            status::subscription_ops(&p, sub, Target::Instance, &rec.id, req, plan, &now)?;
+        batch.extend(guard, ops);
     }
-    sync_zones(&st.store, &app.id).await?;
+    if !batch.commit(&st.store).await? {
+        return Err(taken());
+    }
     let path = format!("{EAM_ROOT}/appinstances/{}", rec.id);
     let info = world.info(&rec, &app, &camara.manifest.app_provider);
     Ok((
@@ -636,8 +686,7 @@ async fn find_instance<S: Store>(
         .await?
         .ok_or_else(not_found)?
         .value;
-    let apps = visible(store, p).await?;
-    if !apps.contains_key(&rec.app) {
+    if !sees_app(store, p, &rec.app).await? {
         return Err(not_found().into());
     }
     Ok(rec)
@@ -650,11 +699,15 @@ pub(crate) async fn delete_instance<S: Store>(
 ) -> Result<StatusCode, CamaraError> {
     p.require(scopes::EAM_INSTANCES_DELETE)?;
     let rec = find_instance(&st.store, &p, &raw).await?;
-    st.store.delete::<CamaraInstance>(&rec.id, None).await?;
+    let mut batch = Batch::default();
+    batch.delete::<CamaraInstance>(&rec.id);
+    batch.release(zone_key(&rec.app, &rec.zone));
+    batch.commit(&st.store).await?;
+    // The status reporter ends the subscription of a deleted target by itself; this only
+    // tells it sooner.
     if let Some(sub) = &rec.subscription {
         status::target_deleted(&st.store, sub).await?;
     }
-    sync_zones(&st.store, &rec.app).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -722,42 +775,49 @@ fn deployment_info(d: &CamaraDeployment, records: &[CamaraInstance]) -> AppDeplo
     }
 }
 
-/// Zones of `zones` that another app instance of the app (not deployment `own`'s) holds.
-fn taken<'a>(
-    records: &[CamaraInstance],
-    zones: &'a [ZoneId],
-    own: Option<&str>,
-) -> Option<&'a ZoneId> {
-    zones.iter().find(|z| {
-        records
-            .iter()
-            .any(|r| &r.zone == *z && (own.is_none() || r.deployment.as_deref() != own))
-    })
-}
-
-/// Creates the app instances of deployment `d` for `zones`, numbered after `first`, pinned
-/// to the clusters of `pins` in their zone.
-async fn add_members<S: Store>(
-    store: &Typed<S>,
+/// Adds to `batch` the app instances of deployment `d` for `zones` (each zone reserved),
+/// numbered after `first`, pinned to the clusters of `pins` in their zone; returns them.
+fn add_members(
+    batch: &mut Batch,
     d: &CamaraDeployment,
     zones: &[ZoneId],
     pins: &[(ZoneId, SiteId)],
     first: usize,
-) -> Result<(), CamaraError> {
+) -> Result<Vec<CamaraInstance>, ApiError> {
+    let mut out = Vec::with_capacity(zones.len());
     for (i, zone) in zones.iter().enumerate() {
-        store
-            .create(&CamaraInstance {
-                id: Uuid::new_v4().to_string(),
-                name: member_name(&d.name, first + i + 1),
-                app: d.app.clone(),
-                zone: zone.clone(),
-                deployment: Some(d.id.clone()),
-                clusters: clusters_in(pins, zone),
-                subscription: None,
-            })
-            .await?;
+        let r = CamaraInstance {
+            id: Uuid::new_v4().to_string(),
+            name: member_name(&d.name, first + i + 1),
+            app: d.app.clone(),
+            zone: zone.clone(),
+            deployment: Some(d.id.clone()),
+            clusters: clusters_in(pins, zone),
+            subscription: None,
+        };
+        batch.reserve(zone_key(&d.app, zone), &r.id);
+        batch.create(&r)?;
+        out.push(r);
     }
-    Ok(())
+    Ok(out)
+}
+
+/// The first of `zones` whose reservation for app `app` someone other than `own` (a
+/// deployment's members) holds.
+async fn zone_taken<'a, S: Store>(
+    store: &Typed<S>,
+    app: &AppId,
+    zones: &'a [ZoneId],
+    own: &[&CamaraInstance],
+) -> Result<Option<&'a ZoneId>, ApiError> {
+    for z in zones {
+        if let Some(h) = holder(store, &zone_key(app, z)).await?
+            && !own.iter().any(|r| r.id == h)
+        {
+            return Ok(Some(z));
+        }
+    }
+    Ok(None)
 }
 
 pub(crate) async fn create_deployment<S: Store>(
@@ -778,75 +838,55 @@ pub(crate) async fn create_deployment<S: Store>(
         "kubernetesClusterRefs",
     )?;
     let (app, _) = find_app(&st.store, &p, &body.app_id).await?;
-    let (deployments, _) = st.store.list::<CamaraDeployment>().await?;
-    if deployments
-        .iter()
-        .any(|d| d.value.app == app.id && d.value.name == body.app_deployment_name)
-    {
-        return Err(CamaraError::coded(
-            ApiError::Conflict(format!(
-                "deployment {} already exists",
-                body.app_deployment_name
-            )),
-            "ALREADY_EXISTS",
-        ));
-    }
-    let records = records_of(&st.store, &app.id).await?;
-    if let Some(z) = taken(&records, &zones, None) {
-        return Err(CamaraError::coded(
-            ApiError::Conflict(format!(
-                "application already instantiated in edge cloud zone {}",
-                ids::zone_uuid(z)
-            )),
-            "ALREADY_EXISTS",
-        ));
-    }
     let d = CamaraDeployment {
         id: Uuid::new_v4().to_string(),
         name: body.app_deployment_name,
         app: app.id.clone(),
         subscription: plan.as_ref().map(|_| Uuid::new_v4().to_string()),
     };
-    st.store.create(&d).await?;
-    add_members(&st.store, &d, &zones, &pins, 0).await?;
+    // The deployment, its name's and zones' reservations, its members and its subscription
+    // with the initial event are one write.
+    let mut batch = Batch::default();
+    batch.reserve(deployment_name_key(&app.id, &d.name), &d.id);
+    batch.create(&d)?;
+    let members = add_members(&mut batch, &d, &zones, &pins, 0)?;
     if let (Some(plan), Some(req), Some(sub)) = (
         plan,
         body.subscription_request.as_ref(),
         d.subscription.as_deref(),
     ) {
-        let records = records_of(&st.store, &app.id).await?;
         let now = status::members(
             &world,
             Target::Deployment,
             &d.id,
-            &records,
+            &members,
             std::slice::from_ref(&d),
         )
         .unwrap_or_default();
-        let made = status::subscribe(
-            &st.store,
-            &p,
-            sub,
-            Target::Deployment,
-            &d.id,
-            req,
-            plan,
-            &now,
-        )
-        .await;
-        if let Err(e) = made {
-            // Nothing half-made stays: the deployment goes with its subscription.
-            for r in records
-                .iter()
-                .filter(|r| r.deployment.as_deref() == Some(d.id.as_str()))
-            {
-                st.store.delete::<CamaraInstance>(&r.id, None).await?;
-            }
-            st.store.delete::<CamaraDeployment>(&d.id, None).await?;
-            return Err(e.into());
-        }
+        let (guard, ops) =
+            status::subscription_ops(&p, sub, Target::Deployment, &d.id, req, plan, &now)?;
+        batch.extend(guard, ops);
     }
-    sync_zones(&st.store, &app.id).await?;
+    if !batch.commit(&st.store).await? {
+        if holder(&st.store, &deployment_name_key(&app.id, &d.name))
+            .await?
+            .is_some()
+        {
+            return Err(CamaraError::coded(
+                ApiError::Conflict(format!("deployment {} already exists", d.name)),
+                "ALREADY_EXISTS",
+            ));
+        }
+        let z = zone_taken(&st.store, &app.id, &zones, &[])
+            .await?
+            .map_or_else(String::new, |z| ids::zone_uuid(z).to_string());
+        return Err(CamaraError::coded(
+            ApiError::Conflict(format!(
+                "application already instantiated in edge cloud zone {z}"
+            )),
+            "ALREADY_EXISTS",
+        ));
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "appDeploymentId": d.id })),
@@ -904,17 +944,38 @@ async fn find_deployment<S: Store>(
     p: &Principal,
     raw: &str,
 ) -> Result<CamaraDeployment, CamaraError> {
+    Ok(find_deployment_versioned(store, p, raw).await?.0)
+}
+
+/// [`find_deployment`] with the record's revision.
+async fn find_deployment_versioned<S: Store>(
+    store: &Typed<S>,
+    p: &Principal,
+    raw: &str,
+) -> Result<(CamaraDeployment, mecfed_store::Revision), CamaraError> {
     ids::parse("appDeploymentId", raw)?;
     let not_found = || ApiError::NotFound(format!("deployment {raw} not found"));
     let d = store
         .get::<CamaraDeployment>(raw)
         .await?
-        .ok_or_else(not_found)?
-        .value;
-    if !visible(store, p).await?.contains_key(&d.app) {
+        .ok_or_else(not_found)?;
+    if !sees_app(store, p, &d.value.app).await? {
         return Err(not_found().into());
     }
-    Ok(d)
+    Ok((d.value, d.revision))
+}
+
+/// Whether `p` may see CAMARA app `app`: two reads, whatever the number of apps.
+async fn sees_app<S: Store>(
+    store: &Typed<S>,
+    p: &Principal,
+    app: &AppId,
+) -> Result<bool, CamaraError> {
+    let Some(a) = store.get::<App>(app.as_str()).await? else {
+        return Ok(false);
+    };
+    Ok(p.owns(&a.value.developer, &a.value.id)
+        && store.get::<CamaraApp>(app.as_str()).await?.is_some())
 }
 
 pub(crate) async fn delete_deployment<S: Store>(
@@ -924,17 +985,21 @@ pub(crate) async fn delete_deployment<S: Store>(
 ) -> Result<StatusCode, CamaraError> {
     p.require(scopes::EAM_DEPLOYMENTS_DELETE)?;
     let d = find_deployment(&st.store, &p, &raw).await?;
-    // Members first: a failure part-way leaves the deployment to delete again.
+    let mut batch = Batch::default();
     for r in records_of(&st.store, &d.app).await? {
         if r.deployment.as_deref() == Some(d.id.as_str()) {
-            st.store.delete::<CamaraInstance>(&r.id, None).await?;
+            batch.delete::<CamaraInstance>(&r.id);
+            batch.release(zone_key(&d.app, &r.zone));
         }
     }
-    st.store.delete::<CamaraDeployment>(&d.id, None).await?;
+    batch.delete::<CamaraDeployment>(&d.id);
+    batch.release(deployment_name_key(&d.app, &d.name));
+    batch.commit(&st.store).await?;
+    // The status reporter ends the subscription of a deleted target by itself; this only
+    // tells it sooner.
     if let Some(sub) = &d.subscription {
         status::target_deleted(&st.store, sub).await?;
     }
-    sync_zones(&st.store, &d.app).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -984,7 +1049,7 @@ pub(crate) async fn patch_deployment<S: Store>(
     }
     let patch: DeploymentPatch = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid merge patch: {e}")))?;
-    let mut d = find_deployment(&st.store, &p, &raw).await?;
+    let (mut d, revision) = find_deployment_versioned(&st.store, &p, &raw).await?;
     let name = match patch.app_deployment_name {
         None => None,
         Some(serde_json::Value::String(n)) => {
@@ -1030,58 +1095,45 @@ pub(crate) async fn patch_deployment<S: Store>(
             )?)
         }
     };
-    if let Some(n) = &name {
-        let (deployments, _) = st.store.list::<CamaraDeployment>().await?;
-        if deployments
-            .iter()
-            .any(|o| o.value.app == d.app && &o.value.name == n && o.value.id != d.id)
-        {
-            return Err(CamaraError::coded(
-                ApiError::Conflict(format!("deployment {n} already exists")),
-                "ABORTED",
-            ));
-        }
-    }
-    if let Some(zones) = &zones
-        && let Some(z) = taken(&records, zones, Some(&d.id))
-    {
-        return Err(CamaraError::coded(
-            ApiError::Conflict(format!(
-                "edge cloud zone {} already has an instance of the application outside \
-                 this deployment",
-                ids::zone_uuid(z)
-            )),
-            "ABORTED",
-        ));
-    }
-    if let Some(n) = name {
+    // The whole patch is one write guarded by the deployment as read: the name's and the
+    // zones' reservations move with it.
+    let mut batch = Batch::default();
+    batch.compares.push(Compare::mod_revision(
+        typed::key::<CamaraDeployment>(&d.id),
+        revision,
+    ));
+    let old_name = d.name.clone();
+    if let Some(n) = name.filter(|n| *n != d.name) {
+        batch.release(deployment_name_key(&d.app, &d.name));
+        batch.reserve(deployment_name_key(&d.app, &n), &d.id);
         d.name = n;
-        st.store.put(&d).await?;
+        batch.put(&d)?;
     }
     let kept: Vec<&CamaraInstance> = mine
         .iter()
         .copied()
         .filter(|r| zones.as_ref().is_none_or(|z| z.contains(&r.zone)))
         .collect();
+    let mut new_zones = Vec::new();
     if let Some(zones) = &zones {
         for r in &mine {
             if !zones.contains(&r.zone) {
-                st.store.delete::<CamaraInstance>(&r.id, None).await?;
+                batch.delete::<CamaraInstance>(&r.id);
+                batch.release(zone_key(&d.app, &r.zone));
             }
         }
-        let new: Vec<ZoneId> = zones
+        new_zones = zones
             .iter()
             .filter(|z| !mine.iter().any(|r| &r.zone == *z))
             .cloned()
             .collect();
         add_members(
-            &st.store,
+            &mut batch,
             &d,
-            &new,
+            &new_zones,
             pins.as_deref().unwrap_or_default(),
             mine.len(),
-        )
-        .await?;
+        )?;
     }
     if let Some(pins) = &pins {
         for r in kept {
@@ -1089,12 +1141,35 @@ pub(crate) async fn patch_deployment<S: Store>(
             if clusters != r.clusters {
                 let mut next = r.clone();
                 next.clusters = clusters;
-                st.store.put(&next).await?;
+                batch.put(&next)?;
             }
         }
     }
-    if zones.is_some() || pins.is_some() {
-        sync_zones(&st.store, &d.app).await?;
+    if !batch.commit(&st.store).await? {
+        if d.name != old_name
+            && holder(&st.store, &deployment_name_key(&d.app, &d.name))
+                .await?
+                .is_some_and(|h| h != d.id)
+        {
+            return Err(CamaraError::coded(
+                ApiError::Conflict(format!("deployment {} already exists", d.name)),
+                "ABORTED",
+            ));
+        }
+        if let Some(z) = zone_taken(&st.store, &d.app, &new_zones, &mine).await? {
+            return Err(CamaraError::coded(
+                ApiError::Conflict(format!(
+                    "edge cloud zone {} already has an instance of the application outside \
+                     this deployment",
+                    ids::zone_uuid(z)
+                )),
+                "ABORTED",
+            ));
+        }
+        return Err(CamaraError::coded(
+            ApiError::Conflict("the deployment changed meanwhile; read it again".into()),
+            "ABORTED",
+        ));
     }
     let (records, _) = st.store.list::<CamaraInstance>().await?;
     let records: Vec<CamaraInstance> = records.into_iter().map(|r| r.value).collect();
@@ -1142,21 +1217,27 @@ mod tests {
     }
 
     #[test]
-    fn a_zone_is_taken_by_instances_outside_the_deployment() {
+    fn an_apps_zones_and_pins_are_the_union_of_its_app_instances() {
         let z = |s: &str| ZoneId::new(s).unwrap();
-        let rec = |zone: &str, dep: Option<&str>| CamaraInstance {
+        let rec = |zone: &str, clusters: &[&str]| CamaraInstance {
             id: Uuid::new_v4().to_string(),
             name: "x".into(),
             app: AppId::new("a1").unwrap(),
             zone: z(zone),
-            deployment: dep.map(str::to_string),
-            clusters: Vec::new(),
+            deployment: None,
+            clusters: clusters.iter().map(|c| SiteId::new(*c).unwrap()).collect(),
             subscription: None,
         };
-        let records = vec![rec("z1", Some("d1")), rec("z2", None)];
-        let want = [z("z1"), z("z3")];
-        assert_eq!(taken(&records, &want, None), Some(&z("z1")));
-        assert_eq!(taken(&records, &want, Some("d1")), None);
-        assert_eq!(taken(&records, &[z("z2")], Some("d1")), Some(&z("z2")));
+        let records = [rec("z2", &[]), rec("z1", &["k1"]), rec("z1", &["k2"])];
+        let (zones, pins) = zones_of(&records);
+        assert_eq!(zones, [z("z1"), z("z2")]);
+        assert_eq!(
+            pins,
+            BTreeMap::from([(
+                z("z1"),
+                vec![SiteId::new("k1").unwrap(), SiteId::new("k2").unwrap()]
+            )])
+        );
+        assert_eq!(zones_of(&[]), (Vec::new(), BTreeMap::new()));
     }
 }

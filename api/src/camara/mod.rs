@@ -6,6 +6,7 @@ pub(crate) mod ids;
 pub mod lifecycle;
 pub mod sed;
 pub mod status;
+pub mod zones;
 
 use axum::{
     Json,

@@ -18,7 +18,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use mecfed_core::ValidationError;
-use mecfed_store::{Store, typed::Typed};
+use mecfed_store::{Compare, Store, TxnOp, typed::Typed};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -458,11 +458,13 @@ pub fn step(
 
 // === IO ===
 
-/// Creates the status subscription `id` of `target` `target_id` (already stored) for the
-/// checked request; `members` are the statuses now, reported at once with an initial event.
+/// The writes that create the status subscription `id` of `target` `target_id` for the
+/// checked request, with its initial event when asked (`members` are the statuses now),
+/// and their guard: the caller writes them in one transaction with the target itself, so
+/// that a target never exists without the subscription asked with it, nor the subscription
+/// without its initial event.
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn subscribe<S: Store>(
-    store: &Typed<S>,
+pub(super) fn subscription_ops(
     p: &Principal,
     id: &str,
     target: Target,
@@ -470,7 +472,7 @@ pub(super) async fn subscribe<S: Store>(
     request: &SubscriptionRequest,
     plan: Plan,
     members: &BTreeMap<String, Member>,
-) -> Result<(), ApiError> {
+) -> Result<(Compare, Vec<TxnOp>), ApiError> {
     let now = now_unix();
     let mut state = State {
         request: request.redacted(),
@@ -524,10 +526,8 @@ pub(super) async fn subscribe<S: Store>(
             bearer: plan.bearer,
         },
     };
-    notify::create(store, sub, None).await?;
-    // The initial event, and the end when it used up the budget.
-    notify::emit(store, id, |_| first.clone()).await?;
-    Ok(())
+    let (_, guard, ops) = notify::create_ops(sub, first)?;
+    Ok((guard, ops))
 }
 
 /// Ends subscription `id` because its target was deleted.

@@ -31,7 +31,7 @@ use std::{
 };
 
 use mecfed_store::{
-    Compare, Election, Event, EventKind, Revision, Store, Txn, TxnOp, Watcher,
+    Compare, Event, EventKind, Revision, Store, Txn, TxnOp, Watcher,
     typed::{self, KEY_ROOT, Resource, Typed},
 };
 use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -611,91 +611,60 @@ impl<S: Store, X: Source> Engine<S, X> {
 
     /// Runs while this process leads, until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let leader_key = format!("{KEY_ROOT}leaders/{}-events", X::NAME);
-        let mut election = Election::new(
+        let key = format!("{KEY_ROOT}leaders/{}-events", X::NAME).into_bytes();
+        let metrics = self.metrics.clone();
+        crate::util::lead(
             self.store.store().clone(),
-            leader_key.into_bytes(),
-            format!("pid-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            key,
             self.leader_ttl,
-        );
-        let mut live: Option<Live<X>> = None;
-        let mut campaign_at = tokio::time::Instant::now();
+            X::NAME,
+            shutdown,
+            |leading| {
+                if let Some(m) = &metrics {
+                    m.leader
+                        .with_label_values(&[X::NAME])
+                        .set(i64::from(leading));
+                }
+            },
+            || self.follow(),
+        )
+        .await;
+    }
+
+    /// Loads, then follows the store until a watch or a write fails (the leader loop starts
+    /// it again).
+    async fn follow(&self) {
+        let mut live = match self.load(true).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(engine = X::NAME, error = %e, "cannot read the store");
+                return;
+            }
+        };
         loop {
-            if tokio::time::Instant::now() >= campaign_at {
-                let leading = match election.campaign().await {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::warn!(engine = X::NAME, error = %e, "leader election failed");
-                        false
-                    }
-                };
-                campaign_at = tokio::time::Instant::now() + self.leader_ttl / 3;
-                if leading != live.is_some() {
-                    tracing::info!(
-                        engine = X::NAME,
-                        id = election.id(),
-                        leading,
-                        "engine leadership"
-                    );
-                    if let Some(m) = &self.metrics {
-                        m.leader
-                            .with_label_values(&[X::NAME])
-                            .set(i64::from(leading));
-                    }
-                }
-                if !leading {
-                    live = None;
-                } else if live.is_none() {
-                    match self.load(true).await {
-                        Ok(l) => live = Some(l),
-                        Err(e) => {
-                            tracing::warn!(engine = X::NAME, error = %e, "cannot read the store")
-                        }
-                    }
-                }
-            }
-            if let Some(l) = live.as_mut()
-                && let Err(e) = self.drain(l).await
-            {
+            if let Err(e) = self.drain(&mut live).await {
                 tracing::warn!(engine = X::NAME, error = %e, "reading the store again");
-                live = None;
+                return;
             }
-            if let (Some(m), Some(l)) = (&self.metrics, &live) {
+            if let Some(m) = &self.metrics {
                 m.backlog
                     .with_label_values(&[X::NAME])
-                    .set(i64::try_from(l.dirty.len()).unwrap_or(i64::MAX));
+                    .set(i64::try_from(live.dirty.len()).unwrap_or(i64::MAX));
             }
-            let busy = live.as_ref().is_some_and(|l| !l.dirty.is_empty());
-            let next = async {
-                match live.as_mut() {
-                    Some(l) if !l.watches.is_empty() => {
-                        let nexts = l.watches.iter_mut().map(|w| Box::pin(w.next()));
-                        Some(futures::future::select_all(nexts).await.0)
-                    }
-                    _ => std::future::pending().await,
-                }
+            if !live.dirty.is_empty() {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let next = {
+                let nexts = live.watches.iter_mut().map(|w| Box::pin(w.next()));
+                futures::future::select_all(nexts).await.0
             };
-            let ev = tokio::select! {
-                biased;
-                () = &mut shutdown => {
-                    if let Err(e) = election.resign().await {
-                        tracing::warn!(engine = X::NAME, error = %e, "cannot resign the leadership");
-                    }
+            match next {
+                Some(Ok(ev)) => live.on_event(ev),
+                other => {
+                    tracing::warn!(engine = X::NAME, error = ?other.and_then(Result::err),
+                        "a watch ended; reading the store again");
                     return;
-                }
-                ev = next => ev,
-                () = std::future::ready(()), if busy => None,
-                () = tokio::time::sleep_until(campaign_at) => None,
-            };
-            if let (Some(ev), Some(l)) = (ev, live.as_mut()) {
-                match ev {
-                    Some(Ok(ev)) => l.on_event(ev),
-                    other => {
-                        tracing::warn!(engine = X::NAME, error = ?other.and_then(Result::err),
-                            "a watch ended; reading the store again");
-                        live = None;
-                    }
                 }
             }
         }

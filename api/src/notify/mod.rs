@@ -180,21 +180,17 @@ impl Subscription {
 /// given, in one transaction.
 pub async fn create<S: Store>(
     store: &Typed<S>,
-    mut sub: Subscription,
+    sub: Subscription,
     test: Option<serde_json::Value>,
 ) -> Result<Subscription, ApiError> {
-    let key = typed::key::<Subscription>(&sub.id);
-    let mut ops = Vec::new();
-    sub.next_seq = 0;
-    if let Some(body) = test {
-        let n = sub.notification(0, body);
-        ops.push(TxnOp::put(typed::key::<Notification>(&n.id()), json(&n)?));
-        sub.next_seq = 1;
-    }
-    ops.insert(0, TxnOp::put(key.clone(), json(&sub)?));
+    let first = Emit {
+        bodies: test.into_iter().collect(),
+        end: false,
+    };
+    let (sub, guard, ops) = create_ops(sub, first)?;
     let resp = store
         .store()
-        .txn(Txn::new().when([Compare::absent(key)]).and_then(ops))
+        .txn(Txn::new().when([guard]).and_then(ops))
         .await?;
     if !resp.succeeded {
         return Err(ApiError::Conflict(format!(
@@ -203,6 +199,28 @@ pub async fn create<S: Store>(
         )));
     }
     Ok(sub)
+}
+
+/// The writes that create subscription `sub` with `first` at the head of its outbox (and,
+/// when `first.end`, end it at once: only the notifications are written), and the guard
+/// that it does not exist yet; for handlers that write the subscription in one transaction
+/// with what it is about. Returns the subscription as written.
+pub(crate) fn create_ops(
+    mut sub: Subscription,
+    first: Emit,
+) -> Result<(Subscription, Compare, Vec<TxnOp>), ApiError> {
+    let key = typed::key::<Subscription>(&sub.id);
+    sub.next_seq = 0;
+    let mut ops = Vec::with_capacity(first.bodies.len() + 1);
+    for body in first.bodies {
+        let n = sub.notification(sub.next_seq, body);
+        sub.next_seq += 1;
+        ops.push(TxnOp::put(typed::key::<Notification>(&n.id()), json(&n)?));
+    }
+    if !first.end {
+        ops.insert(0, TxnOp::put(key.clone(), json(&sub)?));
+    }
+    Ok((sub, Compare::absent(key), ops))
 }
 
 /// What [`enqueue`] or [`emit`] did.

@@ -57,7 +57,11 @@ impl Api {
             .settle()
             .await
             .unwrap();
-        mecfed_api::engine::instance::InstanceEvents::new(store)
+        mecfed_api::engine::instance::InstanceEvents::new(store.clone())
+            .settle()
+            .await
+            .unwrap();
+        mecfed_api::camara::zones::ZoneSync::new(store)
             .settle()
             .await
             .unwrap();
