@@ -46,6 +46,9 @@ fn operator_secret(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
+/// An engine's task, boxed so that engines of different types share one list.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// How long in-flight requests get after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -139,66 +142,28 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     let admin = admin_router(admin_state.with_health(health.clone()));
     let api_task = tokio::spawn(serve(api_listener, api, stopped(stop_rx.clone())));
     let admin_task = tokio::spawn(serve(admin_listener, admin, stopped(stop_rx.clone())));
-    let scheduler_task = health.spawn(
-        "scheduler",
-        stop_rx.clone(),
-        controller.run(stopped(stop_rx.clone())),
-    );
-    let notifier_task = health.spawn(
-        "notifier",
-        stop_rx.clone(),
-        notifier.run(stopped(stop_rx.clone())),
-    );
-    let reporter_task = health.spawn(
-        "location-reporter",
-        stop_rx.clone(),
-        reporter.run(stopped(stop_rx.clone())),
-    );
-    let ue_events_task = health.spawn(
-        "ue-events",
-        stop_rx.clone(),
-        ue_events.run(stopped(stop_rx.clone())),
-    );
-    let zones_task = health.spawn(
-        "camara-zones",
-        stop_rx.clone(),
-        zone_sync.run(stopped(stop_rx.clone())),
-    );
-    let instance_events_task = health.spawn(
-        "instance-events",
-        stop_rx.clone(),
-        instance_events.run(stopped(stop_rx.clone())),
-    );
-    let status_task = health.spawn(
-        "camara-status",
-        stop_rx.clone(),
-        status_reporter.run(stopped(stop_rx.clone())),
-    );
+    let engine = |name, job| health.spawn(name, stop_rx.clone(), job);
+    let stop = || stopped(stop_rx.clone());
+    let engines = [
+        engine("scheduler", Box::pin(controller.run(stop())) as Job),
+        engine("notifier", Box::pin(notifier.run(stop()))),
+        engine("location-reporter", Box::pin(reporter.run(stop()))),
+        engine("camara-status", Box::pin(status_reporter.run(stop()))),
+        engine("camara-zones", Box::pin(zone_sync.run(stop()))),
+        engine("ue-events", Box::pin(ue_events.run(stop()))),
+        engine("instance-events", Box::pin(instance_events.run(stop()))),
+    ];
 
     crate::shutdown_signal().await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        let (a, b, c, d, e, f, g, h, i) = tokio::join!(
-            api_task,
-            admin_task,
-            scheduler_task,
-            notifier_task,
-            reporter_task,
-            status_task,
-            ue_events_task,
-            instance_events_task,
-            zones_task
-        );
+        let (a, b) = tokio::join!(api_task, admin_task);
         a??;
         b??;
-        c?;
-        d?;
-        e?;
-        f?;
-        g?;
-        h?;
-        i?;
+        for e in futures::future::join_all(engines).await {
+            e?;
+        }
         anyhow::Ok(())
     })
     .await;

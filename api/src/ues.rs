@@ -108,17 +108,11 @@ pub(crate) async fn put_ue<S: Store>(
                 }
             }
         }
-        for a in previous.iter().flat_map(addresses_of) {
-            if !mine.contains(&a) {
-                let k = identity_key(&a);
-                if let Some(kv) = store.get(&k).await?
-                    && kv.value == id.as_str().as_bytes()
-                {
-                    txn = txn.when([Compare::mod_revision(k.clone(), kv.mod_revision)]);
-                    ops.push(TxnOp::Delete(k));
-                }
-            }
-        }
+        let dropped = previous
+            .iter()
+            .flat_map(addresses_of)
+            .filter(|a| !mine.contains(a));
+        txn = release_identities(store, &id, dropped, txn, &mut ops).await?;
         if store.txn(txn.and_then(ops)).await?.succeeded {
             let status = if previous.is_some() {
                 StatusCode::OK
@@ -129,6 +123,27 @@ pub(crate) async fn put_ue<S: Store>(
         }
         // The UE or an identity changed meanwhile: look again (a taken identity is a 409).
     }
+}
+
+/// Adds to `txn` the release of the `identities` UE `id` holds, each guarded by its
+/// reservation as read.
+async fn release_identities<S: Store>(
+    store: &S,
+    id: &UeId,
+    identities: impl IntoIterator<Item = String>,
+    mut txn: Txn,
+    ops: &mut Vec<TxnOp>,
+) -> Result<Txn, ApiError> {
+    for a in identities {
+        let k = identity_key(&a);
+        if let Some(kv) = store.get(&k).await?
+            && kv.value == id.as_str().as_bytes()
+        {
+            txn = txn.when([Compare::mod_revision(k.clone(), kv.mod_revision)]);
+            ops.push(TxnOp::Delete(k));
+        }
+    }
+    Ok(txn)
 }
 
 /// Forgets a UE and frees its identities. Idempotent.
@@ -147,17 +162,9 @@ pub(crate) async fn delete_ue<S: Store>(
         };
         let ue: Ue =
             serde_json::from_slice(&current.value).map_err(|e| ApiError::Internal(Box::new(e)))?;
-        let mut txn = Txn::new().when([Compare::mod_revision(key.clone(), current.mod_revision)]);
+        let txn = Txn::new().when([Compare::mod_revision(key.clone(), current.mod_revision)]);
         let mut ops = vec![TxnOp::Delete(key.clone())];
-        for a in addresses_of(&ue) {
-            let k = identity_key(&a);
-            if let Some(kv) = store.get(&k).await?
-                && kv.value == id.as_str().as_bytes()
-            {
-                txn = txn.when([Compare::mod_revision(k.clone(), kv.mod_revision)]);
-                ops.push(TxnOp::Delete(k));
-            }
-        }
+        let txn = release_identities(store, &id, addresses_of(&ue), txn, &mut ops).await?;
         if store.txn(txn.and_then(ops)).await?.succeeded {
             return Ok(StatusCode::NO_CONTENT);
         }

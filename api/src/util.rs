@@ -36,45 +36,38 @@ pub(crate) fn location(headers: &axum::http::HeaderMap, path: &str) -> String {
 }
 
 /// Runs `pass` once a second while this process holds the leadership `key` (TTL `ttl`),
-/// until `shutdown` resolves; then resigns. `what` names the loop in logs. The passes of
-/// the periodic producers (location reports, CAMARA status) run only on the leader.
+/// until `shutdown` resolves; then resigns ([`lead`]). `what` names the loop in logs. The
+/// passes of the periodic producers (location reports, CAMARA status) run only on the leader.
 pub(crate) async fn each_second_as_leader<S, F, Fut>(
     store: S,
     key: &'static [u8],
     ttl: std::time::Duration,
     what: &'static str,
     shutdown: impl std::future::Future<Output = ()>,
-    mut pass: F,
+    pass: F,
 ) where
     S: mecfed_store::Store,
-    F: FnMut() -> Fut,
+    F: Fn() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    tokio::pin!(shutdown);
-    let mut election = mecfed_store::Election::new(
+    let pass = &pass;
+    lead(
         store,
-        key,
-        format!("pid-{}-{:08x}", std::process::id(), rand::random::<u32>()),
+        key.to_vec(),
         ttl,
-    );
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => {
-                if let Err(e) = election.resign().await {
-                    tracing::warn!(error = %e, "{what}: cannot resign");
-                }
-                return;
+        what,
+        shutdown,
+        |_| {},
+        || async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                pass().await;
             }
-            _ = tick.tick() => {}
-        }
-        match election.campaign().await {
-            Ok(true) => pass().await,
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "{what}: election failed"),
-        }
-    }
+        },
+    )
+    .await;
 }
 
 /// Runs `work` while this process holds the leadership `key` (TTL `ttl`), until `shutdown`

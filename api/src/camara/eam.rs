@@ -739,14 +739,7 @@ pub(crate) async fn submit_app<S: Store>(
             TxnOp::put(keys[1].clone(), json(&app)?),
             TxnOp::put(name, id.as_str()),
         ]);
-    if !st
-        .store
-        .store()
-        .txn(txn)
-        .await
-        .map_err(ApiError::from)?
-        .succeeded
-    {
+    if !commit(&st.store, txn).await? {
         return Err(ApiError::Conflict(format!(
             "app {app_name} version {app_version} already exists"
         ))
@@ -814,6 +807,11 @@ async fn find_app_versioned<S: Store>(
 fn name_key(provider: &str, name: &str, version: &str) -> Vec<u8> {
     let digest = crate::util::sha256_hex(&format!("{provider}\n{name}\n{version}"));
     format!("{}camaranames/{digest}", typed::KEY_ROOT).into_bytes()
+}
+
+/// Runs `txn`; whether its guards held.
+async fn commit<S: Store>(store: &Typed<S>, txn: Txn) -> Result<bool, ApiError> {
+    Ok(store.store().txn(txn).await?.succeeded)
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
@@ -911,14 +909,7 @@ pub(crate) async fn delete_app<S: Store>(
             TxnOp::Delete(typed::key::<CamaraApp>(app.id.as_str())),
             TxnOp::Delete(name_key(&m.app_provider, &m.name, &m.version)),
         ]);
-    if st
-        .store
-        .store()
-        .txn(txn)
-        .await
-        .map_err(ApiError::from)?
-        .succeeded
-    {
+    if commit(&st.store, txn).await? {
         return Ok(StatusCode::NO_CONTENT);
     }
     Err(CamaraError::coded(
