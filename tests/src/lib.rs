@@ -69,15 +69,73 @@ pub fn free_port() -> u16 {
 }
 
 /// A child process that is SIGKILLed when dropped.
+///
+/// The test process is made a child subreaper (`PR_SET_CHILD_SUBREAPER`) when it spawns its
+/// first one, so that what a killed process started (an agent's instances, which are meant to
+/// outlive their agent, each in its own process group) is adopted by the test rather than by
+/// init. Dropping any `Proc` kills the adopted ones: children of the test in another process
+/// group than the test's own (what the test spawns itself, etcd included, stays in its
+/// group). A test leaves nothing running behind it.
 #[derive(Debug)]
 pub struct Proc {
     child: Option<Child>,
     name: String,
 }
 
+fn adopt_orphans() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+            panic!("cannot become a child subreaper: {e}");
+        }
+    });
+}
+
+/// The adopted children of this process: its children in another process group, from
+/// `/proc`.
+fn adopted() -> Vec<i32> {
+    let me = std::process::id();
+    let group = nix::unistd::getpgrp().as_raw();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            f.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
+                && f.get(2).and_then(|g| g.parse::<i32>().ok()) != Some(group)
+        })
+        .collect()
+}
+
+/// Kills (SIGKILL, with their process groups) and reaps every adopted child; bounded, as
+/// killing one may hand us its own children.
+fn reap_orphans() {
+    use nix::{sys::signal, unistd::Pid};
+    for _ in 0..50 {
+        let orphans = adopted();
+        if orphans.is_empty() {
+            return;
+        }
+        for pid in orphans {
+            let _ = signal::killpg(Pid::from_raw(pid), signal::Signal::SIGKILL);
+            let _ = signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        }
+    }
+}
+
 impl Proc {
     /// Spawns `cmd`, logging its stderr to the test's stderr.
     pub fn spawn(name: &str, cmd: &mut Command) -> Result<Self> {
+        adopt_orphans();
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
@@ -125,6 +183,7 @@ impl Drop for Proc {
             let _ = c.kill();
             let _ = c.wait();
         }
+        reap_orphans();
     }
 }
 
