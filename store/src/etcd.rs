@@ -4,7 +4,13 @@
 //! watch task reconnects with back-off and re-watches from the revision after the last one it
 //! delivered, so the consumer sees every revision once, in order.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use etcd_client::{
     Client, Compare as ECompare, CompareOp as ECompareOp, ConnectOptions, GetOptions, PutOptions,
@@ -19,10 +25,23 @@ use crate::{
 
 const WATCH_OUT_BUFFER: usize = 256;
 
-/// A store on an etcd cluster. Clones share the connection.
+/// A store on an etcd cluster. Clones share the connections.
+///
+/// Each member has its own connection, and requests go to the member that answered last;
+/// one that fails with a transient error (connection refused or lost, no leader, timeout)
+/// is tried on the next member, once round the cluster, so a dead member costs the requests
+/// in flight to it, not a share of all requests for as long as it is down. Every mecfed
+/// write is a guarded transaction or idempotent, so one sent again after an ambiguous
+/// failure cannot apply twice.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    inner: Arc<Members>,
+}
+
+struct Members {
+    clients: Vec<Client>,
+    /// The member that answered last.
+    current: AtomicUsize,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -121,22 +140,81 @@ fn prefix_delete_options(prefix: &[u8]) -> etcd_client::DeleteOptions {
 // === impl EtcdStore ===
 
 impl EtcdStore {
-    /// Connects to the cluster at `endpoints` (`host:port` or `http://host:port`).
+    /// Connects to the cluster at `endpoints` (`host:port` or `http://host:port`). A member
+    /// that is down is connected to when it is back.
     pub async fn connect(endpoints: &[String]) -> Result<Self> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-        let client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(map_err)?;
-        Ok(Self { client })
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            // A member cut off from the others fails requests and watches at once rather
+            // than serving stale data or a silent watch.
+            .with_require_leader(true);
+        if endpoints.is_empty() {
+            return Err(StoreError::InvalidArgument("no etcd endpoint"));
+        }
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let c = Client::connect([e.as_str()], Some(options.clone()))
+                .await
+                .map_err(map_err)?;
+            clients.push(c);
+        }
+        Ok(Self {
+            inner: Arc::new(Members {
+                clients,
+                current: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Runs `op` on the member that answered last, then on each other member while it fails
+    /// transiently (`map` turns its errors into the store's); the last error otherwise.
+    async fn call<T, F, Fut>(
+        &self,
+        map: impl Fn(etcd_client::Error) -> StoreError,
+        op: F,
+    ) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let m = &self.inner;
+        let n = m.clients.len();
+        let first = m.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            match op(m.clients[at].clone()).await {
+                Ok(v) => {
+                    if at != first {
+                        m.current.store(at, Ordering::Relaxed);
+                        tracing::info!(member = at, "etcd: using another member");
+                    }
+                    return Ok(v);
+                }
+                Err(e) => match map(e) {
+                    e @ StoreError::Unavailable(_) => last = Some(e),
+                    e => return Err(e),
+                },
+            }
+        }
+        Err(last.unwrap_or(StoreError::Unavailable("no etcd member answered".into())))
+    }
+
+    /// The connection to try first, and then the others in turn, for `attempt`.
+    fn member(&self, attempt: usize) -> Client {
+        let m = &self.inner;
+        let n = m.clients.len();
+        m.clients[(m.current.load(Ordering::Relaxed) + attempt) % n].clone()
     }
 }
 
 impl Store for EtcdStore {
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let resp = self.client.clone().get(key, None).await.map_err(map_err)?;
+        let resp = self
+            .call(map_err, |mut c| async move { c.get(key, None).await })
+            .await?;
         Ok(resp.kvs().first().map(kv_from))
     }
 
@@ -152,13 +230,15 @@ impl Store for EtcdStore {
         let start = if start.is_empty() { vec![0] } else { start };
         let end = prefix_end(prefix).unwrap_or_else(|| vec![0]);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let opts = GetOptions::new().with_range(end).with_limit(limit);
         let resp = self
-            .client
-            .clone()
-            .get(start, Some(opts))
-            .await
-            .map_err(map_err)?;
+            .call(map_err, |mut c| {
+                let (start, end) = (start.clone(), end.clone());
+                async move {
+                    let opts = GetOptions::new().with_range(end).with_limit(limit);
+                    c.get(start, Some(opts)).await
+                }
+            })
+            .await?;
         Ok(Page {
             kvs: resp.kvs().iter().map(kv_from).collect(),
             more: resp.more(),
@@ -170,13 +250,15 @@ impl Store for EtcdStore {
         if key.is_empty() {
             return Err(StoreError::InvalidArgument("key must not be empty"));
         }
-        let opts = lease.map(|l| PutOptions::new().with_lease(l));
         let resp = self
-            .client
-            .clone()
-            .put(key, value, opts)
-            .await
-            .map_err(|e| map_lease_err(e, lease.unwrap_or_default()))?;
+            .call(
+                |e| map_lease_err(e, lease.unwrap_or_default()),
+                |mut c| async move {
+                    let opts = lease.map(|l| PutOptions::new().with_lease(l));
+                    c.put(key, value, opts).await
+                },
+            )
+            .await?;
         Ok(header_revision(resp.header()))
     }
 
@@ -185,11 +267,8 @@ impl Store for EtcdStore {
             return Err(StoreError::InvalidArgument("key must not be empty"));
         }
         let resp = self
-            .client
-            .clone()
-            .delete(key, None)
-            .await
-            .map_err(map_err)?;
+            .call(map_err, |mut c| async move { c.delete(key, None).await })
+            .await?;
         Ok(resp.deleted() > 0)
     }
 
@@ -215,11 +294,14 @@ impl Store for EtcdStore {
             .and_then(txn.success.iter().map(op_to_etcd).collect::<Vec<_>>())
             .or_else(txn.failure.iter().map(op_to_etcd).collect::<Vec<_>>());
         let resp = self
-            .client
-            .clone()
-            .txn(etxn)
-            .await
-            .map_err(|e| map_lease_err(e, lease))?;
+            .call(
+                |e| map_lease_err(e, lease),
+                |mut c| {
+                    let etxn = etxn.clone();
+                    async move { c.txn(etxn).await }
+                },
+            )
+            .await?;
         let results = resp
             .op_responses()
             .into_iter()
@@ -244,7 +326,7 @@ impl Store for EtcdStore {
             from
         };
         let (out, rx) = mpsc::channel(WATCH_OUT_BUFFER);
-        let task = tokio::spawn(run_watch(self.client.clone(), prefix.to_vec(), from, out));
+        let task = tokio::spawn(run_watch(self.clone(), prefix.to_vec(), from, out));
         Ok(Watcher { rx, task })
     }
 
@@ -256,31 +338,27 @@ impl Store for EtcdStore {
             ));
         }
         let resp = self
-            .client
-            .clone()
-            .lease_grant(secs, None)
-            .await
-            .map_err(map_err)?;
+            .call(
+                map_err,
+                |mut c| async move { c.lease_grant(secs, None).await },
+            )
+            .await?;
         Ok(resp.id())
     }
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        let (mut keeper, mut stream) = self
-            .client
-            .clone()
-            .lease_keep_alive(lease)
-            .await
-            .map_err(|e| map_lease_err(e, lease))?;
-        keeper
-            .keep_alive()
-            .await
-            .map_err(|e| map_lease_err(e, lease))?;
-        match stream
-            .message()
-            .await
-            .map_err(|e| map_lease_err(e, lease))?
-        {
-            Some(resp) if resp.ttl() > 0 => Ok(Duration::from_secs(rev(resp.ttl()))),
+        let ttl = self
+            .call(
+                |e| map_lease_err(e, lease),
+                |mut c| async move {
+                    let (mut keeper, mut stream) = c.lease_keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    Ok(stream.message().await?.map(|r| r.ttl()))
+                },
+            )
+            .await?;
+        match ttl {
+            Some(ttl) if ttl > 0 => Ok(Duration::from_secs(rev(ttl))),
             Some(_) => Err(StoreError::LeaseNotFound(lease)),
             None => Err(StoreError::Unavailable(
                 "lease keep-alive stream closed".into(),
@@ -289,40 +367,53 @@ impl Store for EtcdStore {
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.client
-            .clone()
-            .lease_revoke(lease)
-            .await
-            .map_err(|e| map_lease_err(e, lease))?;
+        self.call(
+            |e| map_lease_err(e, lease),
+            |mut c| async move { c.lease_revoke(lease).await },
+        )
+        .await?;
         Ok(())
     }
 
     async fn current_revision(&self) -> Result<Revision> {
         // A limit-1 count-only read of a key nobody writes returns the header revision.
         let resp = self
-            .client
-            .clone()
-            .get(
-                &b"\0mecfed-revision-probe"[..],
-                Some(GetOptions::new().with_count_only()),
-            )
-            .await
-            .map_err(map_err)?;
+            .call(map_err, |mut c| async move {
+                c.get(
+                    &b"\0mecfed-revision-probe"[..],
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await
+            })
+            .await?;
         Ok(header_revision(resp.header()))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         let r = i64::try_from(revision)
             .map_err(|_| StoreError::InvalidArgument("revision too large"))?;
-        match self.client.clone().compact(r, None).await {
-            Ok(_) => Ok(()),
-            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => Ok(()),
-            Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("future revision") => {
-                Err(StoreError::InvalidArgument(
-                    "cannot compact a future revision",
-                ))
-            }
-            Err(e) => Err(map_err(e)),
+        let done = self
+            .call(map_err, |mut c| async move {
+                match c.compact(r, None).await {
+                    Ok(_) => Ok(true),
+                    Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("compacted") => {
+                        Ok(true)
+                    }
+                    Err(etcd_client::Error::GRpcStatus(s))
+                        if s.message().contains("future revision") =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if done {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidArgument(
+                "cannot compact a future revision",
+            ))
         }
     }
 }
@@ -330,13 +421,16 @@ impl Store for EtcdStore {
 // === watch ===
 
 async fn run_watch(
-    client: Client,
+    store: EtcdStore,
     prefix: Vec<u8>,
     mut next: Revision,
     out: mpsc::Sender<Result<Event>>,
 ) {
     let mut backoff = Duration::from_millis(50);
+    // Each broken stream is opened again on the next member.
+    let mut attempt = 0;
     loop {
+        let client = store.member(attempt);
         match watch_once(&client, &prefix, &mut next, &out).await {
             WatchEnd::ConsumerGone => return,
             WatchEnd::Fatal(e) => {
@@ -346,6 +440,7 @@ async fn run_watch(
             WatchEnd::Progressed => backoff = Duration::from_millis(50),
             WatchEnd::Broken(e) => {
                 tracing::debug!(error = %e, next, "etcd watch broken; resuming");
+                attempt += 1;
             }
         }
         if out.is_closed() {

@@ -1,4 +1,5 @@
-//! Test support (feature `test-util`): a real etcd server process on free loopback ports.
+//! Test support (feature `test-util`): a real etcd server process on free loopback ports, and
+//! a cluster of them ([`EtcdCluster`]).
 //!
 //! Tests never skip when etcd is missing: [`EtcdProcess::start`] fails loudly, and the test
 //! command (`scripts/test`) installs Debian's `etcd-server`.
@@ -18,6 +19,9 @@ pub struct EtcdProcess {
     _tmp: Option<tempfile::TempDir>,
     client_port: u16,
     peer_port: u16,
+    name: String,
+    /// `--initial-cluster`; this member alone when empty.
+    initial_cluster: String,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -39,6 +43,8 @@ impl EtcdProcess {
             _tmp: Some(tmp),
             client_port: free_port()?,
             peer_port: free_port()?,
+            name: "mecfed-test".into(),
+            initial_cluster: String::new(),
         };
         p.spawn()?;
         Ok(p)
@@ -54,20 +60,35 @@ impl EtcdProcess {
         &self.dir
     }
 
+    fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
     fn spawn(&mut self) -> std::io::Result<()> {
+        self.launch()?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Starts the process without waiting for it to serve.
+    fn launch(&mut self) -> std::io::Result<()> {
         let client = self.endpoint();
-        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let peer = self.peer_url();
+        let cluster = if self.initial_cluster.is_empty() {
+            format!("{}={peer}", self.name)
+        } else {
+            self.initial_cluster.clone()
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("etcd.log"))?;
         let child = Command::new(etcd_binary())
-            .args(["--name", "mecfed-test"])
+            .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("mecfed-test={peer}")])
+            .args(["--initial-cluster", &cluster])
             .args(["--initial-cluster-state", "new", "--logger", "zap", "--log-outputs", "stderr"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -83,7 +104,7 @@ impl EtcdProcess {
                 )
             })?;
         self.child = Some(child);
-        self.wait_ready(Duration::from_secs(30))
+        Ok(())
     }
 
     fn wait_ready(&mut self, limit: Duration) -> std::io::Result<()> {
@@ -130,6 +151,66 @@ impl EtcdProcess {
 impl Drop for EtcdProcess {
     fn drop(&mut self) {
         let _ = self.kill();
+    }
+}
+
+/// A cluster of etcd members on loopback, each with its own data directory.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<EtcdProcess>,
+    _tmp: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until every one serves (the cluster has a leader).
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let tmp = tempfile::tempdir()?;
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let dir = tmp.path().join(format!("m{i}"));
+            std::fs::create_dir_all(&dir)?;
+            members.push(EtcdProcess {
+                child: None,
+                dir,
+                _tmp: None,
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                name: format!("m{i}"),
+                initial_cluster: String::new(),
+            });
+        }
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url()))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            m.initial_cluster.clone_from(&cluster);
+            m.launch()?;
+        }
+        for m in &mut members {
+            m.wait_ready(Duration::from_secs(60))?;
+        }
+        Ok(Self { members, _tmp: tmp })
+    }
+
+    /// Every member's client endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(EtcdProcess::endpoint).collect()
+    }
+
+    /// Member `i`.
+    pub fn member(&mut self, i: usize) -> &mut EtcdProcess {
+        &mut self.members[i]
+    }
+
+    /// Starts member `i` again after a kill, on its data directory, and waits until it
+    /// serves.
+    pub fn restart(&mut self, i: usize) -> std::io::Result<()> {
+        let m = &mut self.members[i];
+        m.kill()?;
+        m.launch()?;
+        m.wait_ready(Duration::from_secs(60))
     }
 }
 
