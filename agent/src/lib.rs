@@ -24,8 +24,8 @@ use std::{
     time::Duration,
 };
 
-use mecfed_api::sites::{Heartbeat, HeartbeatResponse, JoinResponse};
 use mecfed_core::Site;
+use mecfed_wire::site::{Heartbeat, HeartbeatResponse, JoinResponse};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 /// Longest wait between attempts to reach the platform.

@@ -12,8 +12,8 @@ use std::{
     time::Duration,
 };
 
-use mecfed_api::sites::InstanceReport;
 use mecfed_core::{AppId, Artefact, InstanceId, InstanceState, LoadProbe};
+use mecfed_wire::site::InstanceReport;
 use tokio::sync::watch;
 
 use crate::{
@@ -51,7 +51,7 @@ pub struct Reconciler {
 /// Besides the app's own environment, an instance gets what it needs to call the platform's
 /// ETSI MEC APIs as itself: `MEC_PLATFORM_URL` (the platform base URL), `MEC_TOKEN_URL`,
 /// `MEC_CLIENT_ID` (`inst.<instanceId>`) and `MEC_CLIENT_SECRET`.
-fn spec_of(a: &mecfed_api::sites::Assignment, platform: &str) -> Option<InstanceSpec> {
+fn spec_of(a: &mecfed_wire::site::Assignment, platform: &str) -> Option<InstanceSpec> {
     let Artefact::Process { command, args, env } = &a.app.artefact else {
         tracing::warn!(instance = %a.instance_id, "container artefacts need a Kubernetes site");
         return None;

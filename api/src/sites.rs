@@ -14,12 +14,14 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::IntoResponse,
 };
-use mecfed_core::{
-    App, AppId, Instance, InstanceId, InstanceState, Placement, Resources, Site, SiteId, SiteStatus,
-};
+use mecfed_core::{App, AppId, Instance, InstanceId, Placement, Site, SiteId, SiteStatus};
 use mecfed_store::{
     LeaseId, Store, StoreError,
     typed::{Resource, TypedError},
+};
+pub use mecfed_wire::site::{
+    Assignment, Assignments, CreateJoinToken, Heartbeat, HeartbeatResponse, InstanceReport,
+    JoinResponse, JoinTokenCreated,
 };
 use serde::{Deserialize, Serialize};
 
@@ -82,63 +84,6 @@ impl Resource for SiteLease {
     fn id(&self) -> String {
         self.site.to_string()
     }
-}
-
-/// `POST /mecfed/v1/join-tokens` body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateJoinToken {
-    /// Lifetime in seconds (default one day, at most 30 days).
-    #[serde(default)]
-    pub ttl_seconds: Option<u64>,
-    /// What the token is for.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-/// `POST /mecfed/v1/join-tokens` answer. The token is shown once.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinTokenCreated {
-    /// Public id.
-    pub id: String,
-    /// The whole token, `<id>.<secret>`, to give to `mecfed agent --join-token`.
-    pub token: String,
-    /// Expiry, seconds since the Unix epoch.
-    pub expires_at: u64,
-}
-
-/// `POST /mecfed/v1/sites/{siteId}/join` answer.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinResponse {
-    /// The lease to keep alive.
-    pub lease_id: LeaseId,
-    /// Its TTL.
-    pub ttl_seconds: u64,
-    /// How often to heartbeat.
-    pub heartbeat_seconds: u64,
-    /// Bearer credential for heartbeats of this site.
-    pub site_credential: String,
-}
-
-/// `PUT /mecfed/v1/sites/{siteId}/heartbeat` body.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Heartbeat {
-    /// The lease from the join.
-    pub lease_id: LeaseId,
-    /// Capacity in use now, when it changed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Resources>,
-}
-
-/// `PUT /mecfed/v1/sites/{siteId}/heartbeat` answer.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeartbeatResponse {
-    /// Lease TTL.
-    pub ttl_seconds: u64,
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -250,49 +195,6 @@ pub(crate) async fn join<S: Store>(
         heartbeat_seconds: (ttl / 3).max(1),
         site_credential: credential,
     }))
-}
-
-/// One instance a site must run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Assignment {
-    /// Instance id (`<app>-<site>-<index>`).
-    pub instance_id: InstanceId,
-    /// The app to run.
-    pub app: App,
-    /// The instance's client secret for the platform's token endpoint (client id
-    /// `inst.<instanceId>`), handed to the instance at start for its ETSI MEC calls.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub mec_client_secret: String,
-}
-
-/// `GET /mecfed/v1/sites/{siteId}/assignments` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Assignments {
-    /// Store revision the assignments were read at.
-    pub revision: u64,
-    /// Instances to run, in id order.
-    pub assignments: Vec<Assignment>,
-}
-
-/// `PUT /mecfed/v1/sites/{siteId}/instances/{instanceId}` body: what the agent observes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct InstanceReport {
-    /// App of the instance.
-    pub app: AppId,
-    /// Lifecycle state.
-    pub state: InstanceState,
-    /// `host:port` UEs reach it on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// Process id on the node.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pid: Option<u32>,
-    /// Sessions it hosts (apps with a load probe).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sessions: Option<u32>,
 }
 
 /// Checks a site's bearer credential against its live lease record.

@@ -19,8 +19,8 @@ use kube::{
         watcher,
     },
 };
-use mecfed_api::sites::InstanceReport;
 use mecfed_core::{AppId, InstanceId, Resources};
+use mecfed_wire::site::InstanceReport;
 use tokio::task::JoinHandle;
 
 use crate::objects::{

@@ -26,8 +26,8 @@ use mecfed_agent::{
     platform::{PlatformClient, read_json, write_durably},
     reconcile::RECONCILE_EVERY,
 };
-use mecfed_api::sites::{Assignment, InstanceReport};
 use mecfed_core::{AppId, InstanceId};
+use mecfed_wire::site::{Assignment, InstanceReport};
 
 pub use crate::driver::KubeSite;
 use crate::objects::{DesiredApp, desired_apps};

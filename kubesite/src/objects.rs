@@ -20,8 +20,8 @@ use k8s_openapi::{
         util::intstr::IntOrString,
     },
 };
-use mecfed_api::sites::{Assignment, InstanceReport};
 use mecfed_core::{App, AppId, Artefact, InstanceId, InstanceState, Probe, Protocol, Resources};
+use mecfed_wire::site::{Assignment, InstanceReport};
 use sha2::{Digest, Sha256};
 
 /// Field manager of server-side apply, and the `managed-by` label value.
