@@ -9,7 +9,7 @@ use mecfed_api::{
     router, serve,
 };
 use mecfed_scheduler::{Controller, ControllerConfig, SchedulerMetrics};
-use mecfed_store::{AnyStore, Metered, StoreMetrics};
+use mecfed_store::{AnyStore, Metered, Store, StoreMetrics};
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
@@ -71,6 +71,16 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening store {}", config.store))?;
     let store = Metered::new(store, StoreMetrics::register(&registry)?);
+    if matches!(config.store, mecfed_store::StoreUrl::Embedded(_)) {
+        // Only one process opens an embedded store, so whatever leadership it records is a
+        // dead process's (killed, its leases restarting at their full TTL on reopen): take
+        // it back now rather than leave every engine idle for a TTL after a crash.
+        let leaders = format!("{}leaders/", mecfed_store::typed::KEY_ROOT).into_bytes();
+        store
+            .txn(mecfed_store::Txn::new().and_then([mecfed_store::TxnOp::DeletePrefix(leaders)]))
+            .await
+            .context("clearing the leadership records of an earlier process")?;
+    }
 
     let mut api_state = ApiState::new(store.clone(), HttpMetrics::register(&registry, "api")?);
     api_state.home_operator = config.operator.clone();
