@@ -129,31 +129,44 @@ impl Source for InstanceSource {
         keys
     }
 
-    async fn plan<S: Store>(
+    async fn plan<'a, S: Store>(
+        &'a self,
+        _: &'a Typed<S>,
+        id: &'a str,
+        now: Option<&'a Instance>,
+        subs: Vec<(&'a Subscription, &'a InstanceSub)>,
+    ) -> Result<Vec<Option<Emit>>, ApiError> {
+        Ok(subs
+            .into_iter()
+            .map(|(sub, parsed)| self.plan_one(id, now, sub, parsed))
+            .collect())
+    }
+}
+
+impl InstanceSource {
+    /// What `sub` gets for the change of `id` from its view to `now`.
+    fn plan_one(
         &self,
-        _: &Typed<S>,
         id: &str,
         now: Option<&Instance>,
         sub: &Subscription,
         parsed: &InstanceSub,
-    ) -> Result<Option<Emit>, ApiError> {
+    ) -> Option<Emit> {
         let was = self.views.get(id);
         let body = match parsed {
             InstanceSub::Termination(inst) => {
                 let terminating =
                     |i: Option<&Instance>| i.is_some_and(|i| i.state == InstanceState::Terminating);
                 if inst.as_str() != id || terminating(was) || !terminating(now) {
-                    return Ok(None);
+                    return None;
                 }
                 termination_notification(sub, inst, AGENT_STOP_GRACE_SECONDS)
             }
             InstanceSub::Adjacent(watcher) => {
-                let Some(app) = now.or(was).map(|i| &i.app) else {
-                    return Ok(None);
-                };
+                let app = now.or(was).map(|i| &i.app)?;
                 let sibling = self.views.get(watcher).is_some_and(|w| w.app == *app);
                 if watcher == id || !sibling || ready(was) == ready(now) {
-                    return Ok(None);
+                    return None;
                 }
                 // The app's Ready instances after the change, in id order.
                 let mut after: Vec<&Instance> = self
@@ -170,10 +183,10 @@ impl Source for InstanceSource {
                 adjacent_notification(sub, watcher, after.into_iter())
             }
         };
-        Ok(Some(Emit {
+        Some(Emit {
             bodies: vec![body],
             end: false,
-        }))
+        })
     }
 }
 
@@ -240,9 +253,12 @@ mod tests {
         );
         let ap = InstanceSource::parse(&adj).unwrap();
         let plan = async |src: &InstanceSource, id: &str, now: Option<Instance>, s, p| {
-            src.plan(&store, id, now.map(|n| shape(&n)).as_ref(), s, p)
+            let now = now.map(|n| shape(&n));
+            src.plan(&store, id, now.as_ref(), vec![(s, p)])
                 .await
                 .unwrap()
+                .pop()
+                .flatten()
         };
         // a-1 becomes Ready: a-0's adjacency watcher hears of it; termination does not.
         let ready = inst("a-1", "arena", InstanceState::Ready);

@@ -23,8 +23,9 @@
 pub mod instance;
 pub mod ue;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     future::Future,
     marker::PhantomData,
     time::Duration,
@@ -93,15 +94,15 @@ pub trait Source: Sized + Send + Sync + 'static {
     /// The index keys the change of `id` from its view to `now` touches.
     fn change_keys(&self, id: &str, now: Option<&Self::Doc>) -> Vec<String>;
 
-    /// What `sub` gets for the change of `id` from its view to `now` (`None`: nothing).
-    fn plan<S: Store>(
-        &self,
-        store: &Typed<S>,
-        id: &str,
-        now: Option<&Self::Doc>,
-        sub: &Subscription,
-        parsed: &Self::Parsed,
-    ) -> impl Future<Output = Result<Option<Emit>, ApiError>> + Send;
+    /// What each of `subs` gets for the change of document `id` from its view to `now`
+    /// (`None`: nothing), in their order; the change is worked out once for all of them.
+    fn plan<'a, S: Store>(
+        &'a self,
+        store: &'a Typed<S>,
+        id: &'a str,
+        now: Option<&'a Self::Doc>,
+        subs: Vec<(&'a Subscription, &'a Self::Parsed)>,
+    ) -> impl Future<Output = Result<Vec<Option<Emit>>, ApiError>> + Send + 'a;
 }
 
 /// Metrics of every engine, `mecfed_engine_*{engine}`.
@@ -243,14 +244,16 @@ impl<X: Source> SubIndex<X> {
         );
     }
 
-    /// The subscriptions a change touching `keys` may concern, in id order.
-    fn candidates(&self, keys: &[String]) -> BTreeSet<String> {
-        let mut out = self.unkeyed.clone();
+    /// The subscriptions a change touching `keys` may concern, in id order, once each.
+    fn candidates(&self, keys: &[String]) -> Vec<&str> {
+        let mut out: Vec<&str> = self.unkeyed.iter().map(String::as_str).collect();
         for k in keys {
             if let Some(set) = self.by_key.get(k) {
-                out.extend(set.iter().cloned());
+                out.extend(set.iter().map(String::as_str));
             }
         }
+        out.sort_unstable();
+        out.dedup();
         out
     }
 }
@@ -259,14 +262,93 @@ impl<X: Source> SubIndex<X> {
 
 /// What the leader keeps in memory while it runs.
 struct Live<X: Source> {
-    source: X,
+    m: Matcher<X>,
     view_revisions: HashMap<String, Revision>,
     /// The revision of the last change seen per document, deletions included.
     observed: HashMap<String, Revision>,
     /// The latest version of each document that differs from its view (`None`: deleted).
     dirty: BTreeMap<String, Option<X::Doc>>,
-    subs: SubIndex<X>,
     watches: Vec<Watcher>,
+}
+
+/// A source's views with its subscription index: what a change of a document implies,
+/// without IO of its own (a source may read the store for a filter). The engine's core,
+/// public for benchmarks and tools.
+pub struct Matcher<X: Source> {
+    source: X,
+    subs: SubIndex<X>,
+}
+
+impl<X: Source> Matcher<X> {
+    /// A matcher over `source`, with no subscription.
+    pub fn new(source: X) -> Self {
+        Self {
+            source,
+            subs: SubIndex::default(),
+        }
+    }
+
+    /// The source.
+    pub fn source(&self) -> &X {
+        &self.source
+    }
+
+    /// Records subscription `id` as of `revision` (`None`: deleted).
+    pub fn observe_subscription(
+        &mut self,
+        id: &str,
+        revision: Revision,
+        sub: Option<Subscription>,
+    ) {
+        self.subs.observe(id, revision, sub);
+    }
+
+    /// Sets the view of document `id`.
+    pub fn set_view(&mut self, id: &str, doc: Option<X::Doc>) {
+        self.source.set_view(id, doc);
+    }
+
+    /// What the change of document `id` from its view to `now` queues, per subscription
+    /// (in id order): the subscriptions it may concern, asked of the source.
+    pub async fn plans<S: Store>(
+        &self,
+        store: &Typed<S>,
+        id: &str,
+        now: Option<&X::Doc>,
+    ) -> Result<Vec<(String, Emit)>, ApiError> {
+        self.plans_but(store, id, now, &BTreeSet::new()).await
+    }
+
+    async fn plans_but<S: Store>(
+        &self,
+        store: &Typed<S>,
+        id: &str,
+        now: Option<&X::Doc>,
+        skip: &BTreeSet<String>,
+    ) -> Result<Vec<(String, Emit)>, ApiError> {
+        let keys = self.source.change_keys(id, now);
+        let candidates: Vec<(&str, &SubEntry<X::Parsed>)> = self
+            .subs
+            .candidates(&keys)
+            .into_iter()
+            .filter(|sid| !skip.contains(*sid))
+            .filter_map(|sid| Some((sid, self.subs.entries.get(sid)?)))
+            .collect();
+        let asked = candidates
+            .iter()
+            .map(|(_, e)| (&e.sub, &e.parsed))
+            .collect();
+        let emits = self.source.plan(store, id, now, asked).await?;
+        let mut out = Vec::new();
+        for ((sid, _), emit) in candidates.into_iter().zip(emits) {
+            if let Some(emit) = emit
+                && (!emit.bodies.is_empty() || emit.end)
+            {
+                out.push((sid.to_string(), emit));
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn suffix<'a>(key: &'a [u8], prefix: &[u8]) -> Option<&'a str> {
@@ -280,7 +362,7 @@ impl<X: Source> Live<X> {
         }
         let doc = doc.map(X::normalize);
         self.observed.insert(id.to_string(), revision);
-        if self.source.view(id) == doc.as_ref() {
+        if self.m.source.view(id) == doc.as_ref() {
             self.dirty.remove(id);
         } else {
             self.dirty.insert(id.to_string(), doc);
@@ -308,9 +390,9 @@ impl<X: Source> Live<X> {
             let sub = put
                 .then(|| serde_json::from_slice::<Subscription>(&ev.kv.value).ok())
                 .flatten();
-            self.subs.observe(id, rev, sub);
+            self.m.subs.observe(id, rev, sub);
         } else {
-            self.source.on_context(&ev);
+            self.m.source.on_context(&ev);
         }
     }
 }
@@ -411,17 +493,16 @@ impl<S: Store, X: Source> Engine<S, X> {
         }
         let viewed: Vec<String> = view_revisions.keys().cloned().collect();
         let mut live = Live {
-            source: X::load(&self.store, views).await?,
+            m: Matcher::new(X::load(&self.store, views).await?),
             view_revisions,
             observed: HashMap::new(),
             dirty: BTreeMap::new(),
-            subs: SubIndex::default(),
             watches,
         };
         let (subs, _) = self.store.list::<Subscription>().await?;
         for s in subs {
             let id = s.value.id.clone();
-            live.subs.observe(&id, s.revision, Some(s.value));
+            live.m.subs.observe(&id, s.revision, Some(s.value));
         }
         let (docs, _) = self.store.list::<X::Doc>().await?;
         let mut present = HashSet::new();
@@ -464,24 +545,14 @@ impl<S: Store, X: Source> Engine<S, X> {
         let mut done = BTreeSet::new();
         loop {
             let mut chunks = vec![Chunk::default()];
-            let keys = live.source.change_keys(id, now.as_ref());
-            for sid in live.subs.candidates(&keys) {
-                if done.contains(&sid) {
-                    continue;
-                }
-                let Some(entry) = live.subs.entries.get(&sid) else {
-                    continue;
-                };
-                let Some(emit) = live
-                    .source
-                    .plan(&self.store, id, now.as_ref(), &entry.sub, &entry.parsed)
-                    .await?
-                else {
+            let plans = live
+                .m
+                .plans_but(&self.store, id, now.as_ref(), &done)
+                .await?;
+            for (sid, emit) in plans {
+                let Some(entry) = live.m.subs.entries.get(&sid) else {
                     continue;
                 };
-                if emit.bodies.is_empty() && !emit.end {
-                    continue;
-                }
                 let mut sub = entry.sub.clone();
                 let n = emit.bodies.len() as u64;
                 let pending = notify::pending(&self.store, &sub.id, sub.next_seq).await?;
@@ -544,17 +615,18 @@ impl<S: Store, X: Source> Engine<S, X> {
                 }
                 for (sid, sub, end) in subs {
                     if let Some(m) = &self.metrics {
-                        let before = live.subs.entries.get(&sid).map_or(0, |e| e.sub.next_seq);
+                        let before = live.m.subs.entries.get(&sid).map_or(0, |e| e.sub.next_seq);
                         m.queued
                             .with_label_values(&[X::NAME, &sub.family])
                             .inc_by(sub.next_seq.saturating_sub(before));
                     }
                     done.insert(sid.clone());
-                    live.subs
+                    live.m
+                        .subs
                         .observe(&sid, resp.revision, (!end).then_some(sub));
                 }
                 if i + 1 == count {
-                    live.source.set_view(id, now.clone());
+                    live.m.source.set_view(id, now.clone());
                     match &now {
                         Some(_) => live.view_revisions.insert(id.to_string(), resp.revision),
                         None => live.view_revisions.remove(id),
@@ -568,7 +640,7 @@ impl<S: Store, X: Source> Engine<S, X> {
                 return Ok(());
             }
             // Something changed meanwhile: look again at what the store holds now.
-            if live.source.view(id) == now.as_ref() {
+            if live.m.source.view(id) == now.as_ref() {
                 return Ok(());
             }
         }
@@ -586,11 +658,11 @@ impl<S: Store, X: Source> Engine<S, X> {
             match store.get(&typed::key::<Subscription>(sid)).await? {
                 Some(kv) => {
                     let sub = serde_json::from_slice::<Subscription>(&kv.value).ok();
-                    live.subs.observe(sid, kv.mod_revision, sub);
+                    live.m.subs.observe(sid, kv.mod_revision, sub);
                 }
                 None => {
                     let rev = store.current_revision().await?;
-                    live.subs.observe(sid, rev, None);
+                    live.m.subs.observe(sid, rev, None);
                 }
             }
         }
@@ -599,11 +671,11 @@ impl<S: Store, X: Source> Engine<S, X> {
                 let doc: X::Doc = serde_json::from_slice(&kv.value)
                     .map_err(|e| ApiError::Internal(Box::new(e)))?;
                 live.view_revisions.insert(id.to_string(), kv.mod_revision);
-                live.source.set_view(id, Some(doc));
+                live.m.source.set_view(id, Some(doc));
             }
             None => {
                 live.view_revisions.remove(id);
-                live.source.set_view(id, None);
+                live.m.source.set_view(id, None);
             }
         }
         Ok(())

@@ -45,6 +45,19 @@ pub enum UeSub {
     Cell(Box<CellChangeSubscription>),
 }
 
+/// A UE's change as the UE source sees it, worked out once per change.
+#[allow(missing_debug_implementations)]
+pub struct UeChange<'a> {
+    was: Option<&'a Ue>,
+    now: Option<&'a Ue>,
+    /// The views with the change laid over them; `None` for an id that is no UE id.
+    after: Option<Changed<'a>>,
+    /// The source and target cells, when the change is a hand-over.
+    hand_over: Option<(&'a Ecgi, &'a Ecgi)>,
+    /// When it is told.
+    at: (u64, u32),
+}
+
 /// The UE source's state: the sites, their directory and cells, and the views.
 #[derive(Debug, Default)]
 pub struct UeSource {
@@ -55,7 +68,7 @@ pub struct UeSource {
 }
 
 fn cell_key(e: &Ecgi) -> String {
-    format!("cell:{}", serde_json::to_string(e).unwrap_or_default())
+    format!("cell:{}-{}/{}", e.plmn.mcc, e.plmn.mnc, e.cell_id)
 }
 
 fn addrs(v: &Option<Vec<String>>) -> impl Iterator<Item = String> + '_ {
@@ -74,6 +87,17 @@ fn site_shape(s: &Site) -> impl PartialEq + use<> {
 }
 
 impl UeSource {
+    /// The source over `sites` with `views` (the UEs as last processed).
+    pub fn new(sites: Vec<Site>, views: impl IntoIterator<Item = Ue>) -> Self {
+        let mut me = Self {
+            sites: sites.into_iter().map(|s| (s.id.to_string(), s)).collect(),
+            ..Self::default()
+        };
+        me.rebuild_directory();
+        me.views = UeTable::new(&me.dir, views);
+        me
+    }
+
     fn rebuild_directory(&mut self) {
         let sites: Vec<Site> = self.sites.values().cloned().collect();
         self.dir = Directory::new(&sites);
@@ -97,16 +121,10 @@ impl Source for UeSource {
 
     async fn load<S: Store>(store: &Typed<S>, views: Vec<Ue>) -> Result<Self, ApiError> {
         let (sites, _) = store.list::<Site>().await?;
-        let mut me = Self {
-            sites: sites
-                .into_iter()
-                .map(|v| (v.value.id.to_string(), v.value))
-                .collect(),
-            ..Self::default()
-        };
-        me.rebuild_directory();
-        me.views = UeTable::new(&me.dir, views);
-        Ok(me)
+        Ok(Self::new(
+            sites.into_iter().map(|v| v.value).collect(),
+            views,
+        ))
     }
 
     fn on_context(&mut self, ev: &Event) {
@@ -189,87 +207,130 @@ impl Source for UeSource {
     }
 
     fn change_keys(&self, id: &str, now: Option<&Ue>) -> Vec<String> {
-        let mut keys = Vec::new();
-        for u in [self.view_of(id), now].into_iter().flatten() {
-            keys.extend(addresses_of(u).into_iter().map(|a| format!("addr:{a}")));
-            if let Some(p) = self.dir.place(u) {
+        let was = self.view_of(id);
+        let mut keys = Vec::with_capacity(8);
+        for (i, u) in [was, now].into_iter().enumerate() {
+            let Some(u) = u else { continue };
+            // The second side only adds what differs from the first (a move keeps the
+            // identities, often the zone).
+            let first = if i == 1 { was } else { None };
+            if first.is_none_or(|f| f.identity != u.identity) {
+                keys.extend(addresses_of(u).into_iter().map(|a| format!("addr:{a}")));
+            }
+            let place = self.dir.place(u);
+            if let Some(p) = &place
+                && first
+                    .and_then(|f| self.dir.place(f))
+                    .is_none_or(|fp| fp.zone != p.zone)
+            {
                 keys.push(format!("zone:{}", p.zone));
             }
             if let Some(c) = self.cells.of(u) {
                 keys.push(cell_key(c));
             }
         }
-        keys.sort();
+        keys.sort_unstable();
         keys.dedup();
         keys
     }
 
-    async fn plan<S: Store>(
+    async fn plan<'a, S: Store>(
+        &'a self,
+        store: &'a Typed<S>,
+        id: &'a str,
+        now: Option<&'a Ue>,
+        subs: Vec<(&'a Subscription, &'a UeSub)>,
+    ) -> Result<Vec<Option<Emit>>, ApiError> {
+        let change = self.prepare(id, now);
+        let mut out = Vec::with_capacity(subs.len());
+        for (sub, parsed) in subs {
+            // Only a hand-over checked against an app instance's site reads the store.
+            let mut site = None;
+            if let UeSub::Cell(c) = parsed
+                && change.hand_over.is_some()
+                && let Some(inst) = &c.filter_criteria_assoc_ho.app_instance_id
+            {
+                match store.get::<Instance>(inst).await? {
+                    Some(i) => site = Some(i.value.site),
+                    None => {
+                        out.push(None);
+                        continue;
+                    }
+                }
+            }
+            out.push(self.decide(&change, sub, parsed, site.as_ref()));
+        }
+        Ok(out)
+    }
+}
+
+impl UeSource {
+    fn prepare<'a>(&'a self, id: &'a str, now: Option<&'a Ue>) -> UeChange<'a> {
+        let ue_id = UeId::new(id).ok();
+        let was = ue_id.as_ref().and_then(|i| self.views.get(i));
+        let hand_over = match (was, now) {
+            (Some(w), Some(n)) => match (self.cells.of(w), self.cells.of(n)) {
+                (Some(src), Some(trg)) if src != trg => Some((src, trg)),
+                _ => None,
+            },
+            _ => None,
+        };
+        UeChange {
+            after: ue_id.map(|i| Changed::new(&self.views, &self.dir, i, was, now)),
+            was,
+            now,
+            hand_over,
+            at: location::now(),
+        }
+    }
+
+    /// What `sub` gets for `change`; `site` is the site of the app instance a cell-change
+    /// filter names.
+    fn decide(
         &self,
-        store: &Typed<S>,
-        id: &str,
-        now: Option<&Ue>,
+        change: &UeChange<'_>,
         sub: &Subscription,
         parsed: &UeSub,
-    ) -> Result<Option<Emit>, ApiError> {
-        let Ok(ue_id) = UeId::new(id) else {
-            return Ok(None);
-        };
-        let was = self.views.get(&ue_id);
-        let Some(subject) = now.or(was) else {
-            return Ok(None);
+        site: Option<&mecfed_core::SiteId>,
+    ) -> Option<Emit> {
+        let (Some(after), Some(subject)) = (&change.after, change.now.or(change.was)) else {
+            return None;
         };
         match parsed {
             UeSub::Location(kind, ls) => {
-                let changed = Changed {
-                    base: &self.views,
-                    id: &ue_id,
-                    was,
-                    now,
-                };
                 let before = World {
                     dir: &self.dir,
                     ues: &self.views,
                 };
                 let after = World {
                     dir: &self.dir,
-                    ues: &changed,
+                    ues: after,
                 };
-                let t = location::now();
+                let t = change.at;
                 let visible = |u: &Ue| location::tenant_sees(sub, u);
                 let events = model::events(ls, *kind, subject, &before, &after, &visible, t);
-                Ok((!events.is_empty()).then(|| location::emission(sub, events, false, t)))
+                (!events.is_empty()).then(|| location::emission_of(sub, Some(ls), events, false, t))
             }
             UeSub::Cell(c) => {
-                let (Some(w), Some(n)) = (was, now) else {
-                    return Ok(None);
+                let (Some(n), Some((src, trg))) = (change.now, change.hand_over) else {
+                    return None;
                 };
-                let (Some(src), Some(trg)) = (self.cells.of(w), self.cells.of(n)) else {
-                    return Ok(None);
-                };
-                if src == trg
-                    || sub
-                        .developer
-                        .as_ref()
-                        .is_some_and(|d| !n.shared_with.contains(d))
+                if sub
+                    .developer
+                    .as_ref()
+                    .is_some_and(|d| !n.shared_with.contains(d))
                 {
-                    return Ok(None);
+                    return None;
                 }
                 let f = &c.filter_criteria_assoc_ho;
-                let site_cells = match &f.app_instance_id {
-                    Some(inst) => match store.get::<Instance>(inst).await? {
-                        Some(i) => Some(self.cells.of_site(i.value.site.as_str())),
-                        None => return Ok(None),
-                    },
-                    None => None,
-                };
+                let site_cells = site.map(|s| self.cells.of_site(s.as_str()));
                 if !rni::passes(f, n, src, trg, site_cells.as_deref()) {
-                    return Ok(None);
+                    return None;
                 }
-                Ok(Some(Emit {
+                Some(Emit {
                     bodies: vec![rni::cell_change_body(sub, n, src, trg)],
                     end: false,
-                }))
+                })
             }
         }
     }

@@ -123,8 +123,8 @@ pub(crate) async fn query_users<S: Store>(
     let mut users = Vec::new();
     for ue in all.iter().filter(|u| sees(&p, u)) {
         let Some(place) = dir.place(ue) else { continue };
-        if (zones.is_empty() || zones.contains(&place.zone.as_str()))
-            && (aps.is_empty() || aps.contains(&place.access_point.as_str()))
+        if (zones.is_empty() || zones.contains(&place.zone))
+            && (aps.is_empty() || aps.contains(&place.access_point))
             && (addrs.is_empty() || addrs.iter().any(|a| model::names(a, ue)))
         {
             users.push(model::user_info(ue, &place, now));
@@ -537,13 +537,23 @@ pub(crate) fn emission(
     now: (u64, u32),
 ) -> notify::Emit {
     let parsed: Option<LocationSubscription> = serde_json::from_value(sub.body.clone()).ok();
+    emission_of(sub, parsed.as_ref(), events, last, now)
+}
+
+/// [`emission`] for a subscription already parsed (`parsed`: its body).
+pub(crate) fn emission_of(
+    sub: &Subscription,
+    parsed: Option<&LocationSubscription>,
+    events: Vec<model::Event>,
+    last: bool,
+    now: (u64, u32),
+) -> notify::Emit {
     let max = parsed
-        .as_ref()
         .and_then(|s| s.reporting_ctrl)
         .and_then(|r| r.maximum_count)
         .filter(|m| *m > 0);
-    let tests = u64::from(parsed.as_ref().and_then(|s| s.request_test_notification) == Some(true));
-    let one_time = parsed.as_ref().is_some_and(model::one_time);
+    let tests = u64::from(parsed.and_then(|s| s.request_test_notification) == Some(true));
+    let one_time = parsed.is_some_and(model::one_time);
     let mut out = notify::Emit::default();
     for (seq, e) in (sub.next_seq + 1..).zip(events) {
         let mut body = e.body;

@@ -7,7 +7,11 @@
 //! knows the access point's position, not the UE's own, and says so with shape 2 (a point)
 //! and no accuracy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+// The hot-path tables hash with foldhash (seeded per process), several times faster than
+// SipHash on short string keys.
+use foldhash::HashMap;
 
 use mecfed_core::{AccessKind, GeoPoint, Site, SiteStatus, Ue, UeId};
 use serde::{Deserialize, Serialize};
@@ -36,17 +40,17 @@ pub struct AccessPoint {
 /// Zones and access points, from the sites.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    aps: BTreeMap<String, AccessPoint>,
+    aps: HashMap<String, AccessPoint>,
     zones: BTreeMap<String, Vec<String>>,
 }
 
 /// Where a UE is.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Place {
+pub struct Place<'a> {
     /// Zone.
-    pub zone: String,
+    pub zone: &'a str,
     /// Serving access point.
-    pub access_point: String,
+    pub access_point: &'a str,
     /// Position (the access point's).
     pub location: GeoPoint,
 }
@@ -79,11 +83,11 @@ impl Directory {
     }
 
     /// Where `ue` is, if attached to an access point in scope.
-    pub fn place(&self, ue: &Ue) -> Option<Place> {
+    pub fn place(&self, ue: &Ue) -> Option<Place<'_>> {
         let ap = self.aps.get(&ue.attachment.as_ref()?.access_point)?;
         Some(Place {
-            zone: ap.zone.clone(),
-            access_point: ap.id.clone(),
+            zone: &ap.zone,
+            access_point: &ap.id,
             location: ap.location,
         })
     }
@@ -121,8 +125,8 @@ impl Counts {
     pub fn of<'a>(dir: &Directory, ues: impl IntoIterator<Item = &'a Ue>) -> Self {
         let mut c = Self::default();
         for p in ues.into_iter().filter_map(|u| dir.place(u)) {
-            *c.zone.entry(p.zone).or_default() += 1;
-            *c.ap.entry(p.access_point).or_default() += 1;
+            *c.zone.entry(p.zone.to_string()).or_default() += 1;
+            *c.ap.entry(p.access_point.to_string()).or_default() += 1;
         }
         c
     }
@@ -880,10 +884,14 @@ impl UeTable {
     /// Sets UE `id` to `now` (`None`: it is gone); returns what it was.
     pub fn apply(&mut self, dir: &Directory, id: &UeId, now: Option<Ue>) -> Option<Ue> {
         let old = self.by_id.remove(id);
+        // A move keeps the UE's identities: its addresses stay indexed as they are.
+        let same_identity = matches!((&old, &now), (Some(o), Some(n)) if o.identity == n.identity);
         if let Some(o) = &old {
-            for a in addresses_of(o) {
-                if self.by_address.get(&a) == Some(id) {
-                    self.by_address.remove(&a);
+            if !same_identity {
+                for a in addresses_of(o) {
+                    if self.by_address.get(&a) == Some(id) {
+                        self.by_address.remove(&a);
+                    }
                 }
             }
             if let Some(p) = dir.place(o) {
@@ -892,8 +900,10 @@ impl UeTable {
             }
         }
         if let Some(n) = now {
-            for a in addresses_of(&n) {
-                self.by_address.insert(a, id.clone());
+            if !same_identity {
+                for a in addresses_of(&n) {
+                    self.by_address.insert(a, id.clone());
+                }
             }
             if let Some(p) = dir.place(&n) {
                 Self::count(&mut self.zones, p.zone, 1);
@@ -904,9 +914,13 @@ impl UeTable {
         old
     }
 
-    fn count(m: &mut HashMap<String, u32>, k: String, d: i32) {
-        let c = m.entry(k).or_default();
-        *c = c.saturating_add_signed(d);
+    fn count(m: &mut HashMap<String, u32>, k: &str, d: i32) {
+        match m.get_mut(k) {
+            Some(c) => *c = c.saturating_add_signed(d),
+            None => {
+                m.insert(k.to_string(), 0u32.saturating_add_signed(d));
+            }
+        }
     }
 
     /// Counts again under a changed directory.
@@ -952,29 +966,44 @@ impl Ues for UeTable {
 
 /// `base` with UE `id` changed from `was` to `now`, without copying the table: the world
 /// after a change, while `base` is still the world before it.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 #[allow(missing_debug_implementations)]
 pub struct Changed<'a> {
-    /// The table before the change.
-    pub base: &'a (dyn Ues + Sync),
-    /// The UE changed.
-    pub id: &'a UeId,
-    /// It before (as in `base`).
-    pub was: Option<&'a Ue>,
-    /// It after.
-    pub now: Option<&'a Ue>,
+    base: &'a (dyn Ues + Sync),
+    id: UeId,
+    now: Option<&'a Ue>,
+    /// Where `was` and `now` are under the directory of the counts.
+    was_at: Option<Place<'a>>,
+    now_at: Option<Place<'a>>,
 }
 
-impl Changed<'_> {
-    fn delta(&self, dir: &Directory, hit: impl Fn(&Place) -> bool) -> i64 {
-        let at = |u: Option<&Ue>| i64::from(u.and_then(|u| dir.place(u)).is_some_and(|p| hit(&p)));
-        at(self.now) - at(self.was)
+impl<'a> Changed<'a> {
+    /// `base` with UE `id` changed from `was` (as in `base`) to `now`, placed in `dir`.
+    pub fn new(
+        base: &'a (dyn Ues + Sync),
+        dir: &'a Directory,
+        id: UeId,
+        was: Option<&'a Ue>,
+        now: Option<&'a Ue>,
+    ) -> Self {
+        Self {
+            base,
+            id,
+            now,
+            was_at: was.and_then(|u| dir.place(u)),
+            now_at: now.and_then(|u| dir.place(u)),
+        }
+    }
+
+    fn delta(&self, hit: impl Fn(&Place<'_>) -> bool) -> i64 {
+        let at = |p: &Option<Place<'_>>| i64::from(p.as_ref().is_some_and(&hit));
+        at(&self.now_at) - at(&self.was_at)
     }
 }
 
 impl Ues for Changed<'_> {
     fn get(&self, id: &UeId) -> Option<&Ue> {
-        if id == self.id {
+        if *id == self.id {
             self.now
         } else {
             self.base.get(id)
@@ -986,14 +1015,14 @@ impl Ues for Changed<'_> {
         {
             return Some(n);
         }
-        self.base.by_address(addr).filter(|u| u.id != *self.id)
+        self.base.by_address(addr).filter(|u| u.id != self.id)
     }
     fn zone_users(&self, dir: &Directory, zone: &str) -> u32 {
-        let n = i64::from(self.base.zone_users(dir, zone)) + self.delta(dir, |p| p.zone == zone);
+        let n = i64::from(self.base.zone_users(dir, zone)) + self.delta(|p| p.zone == zone);
         u32::try_from(n.max(0)).unwrap_or(u32::MAX)
     }
     fn ap_users(&self, dir: &Directory, ap: &str) -> u32 {
-        let n = i64::from(self.base.ap_users(dir, ap)) + self.delta(dir, |p| p.access_point == ap);
+        let n = i64::from(self.base.ap_users(dir, ap)) + self.delta(|p| p.access_point == ap);
         u32::try_from(n.max(0)).unwrap_or(u32::MAX)
     }
 }
@@ -1018,7 +1047,7 @@ impl World<'_> {
         self.ues.by_address(addr)
     }
 
-    fn place_of(&self, ue: &Ue) -> Option<Place> {
+    fn place_of(&self, ue: &Ue) -> Option<Place<'_>> {
         self.dir.place(self.ues.get(&ue.id)?)
     }
 }
@@ -1135,7 +1164,8 @@ pub fn events(
     if was == is {
         return Vec::new();
     }
-    let addr = address(ue);
+    // Only the notifications made name the UE: its address is formatted for them alone.
+    let addr = || address(ue);
     let mut out = Vec::new();
     match kind {
         Kind::UserLocationEvent => {
@@ -1149,9 +1179,11 @@ pub fn events(
                 if let Some(z) = &para.zone_id {
                     (p.zone == *z).then(|| z.clone())
                 } else if let Some(aps) = &para.access_point_list {
-                    aps.contains(&p.access_point).then(|| "aps".to_string())
+                    aps.iter()
+                        .any(|a| a == p.access_point)
+                        .then(|| "aps".to_string())
                 } else {
-                    Some(p.zone.clone())
+                    Some(p.zone.to_string())
                 }
             };
             let (from, to) = (area(&was), area(&is));
@@ -1165,7 +1197,7 @@ pub fn events(
                 }
                 let mut body = json!({
                     "notificationType": "UserLocationEventNotification",
-                    "address": addr,
+                    "address": addr(),
                     "userLocationEvent": event,
                     "zoneId": p.zone,
                     "accessPointId": p.access_point,
@@ -1208,7 +1240,7 @@ pub fn events(
                     wrapper: "zoneLocationEventNotification",
                     body: json!({
                         "notificationType": "ZoneLocationEventNotification",
-                        "address": addr,
+                        "address": addr(),
                         "userLocationEvent": event,
                         "zoneId": zone,
                     }),
@@ -1247,7 +1279,7 @@ pub fn events(
                 .into_iter()
                 .flatten()
                 .filter(|p| p.zone == zone)
-                .map(|p| p.access_point.as_str())
+                .map(|p| p.access_point)
                 .collect();
             aps.dedup();
             for ap in aps {
@@ -1279,7 +1311,7 @@ pub fn events(
             if sub.wants(event) {
                 let mut body = json!({
                     "notificationType": "UserAreaNotification",
-                    "address": addr,
+                    "address": addr(),
                     "userLocationEvent": event,
                 });
                 if let Some(p) = p {
@@ -1458,10 +1490,7 @@ mod tests {
         let d = dir();
         assert_eq!(d.zones().collect::<Vec<_>>(), ["north", "south"]);
         let p = d.place(&ue("u", "10.0.0.1", Some("cell-s2"))).unwrap();
-        assert_eq!(
-            (p.zone.as_str(), p.access_point.as_str()),
-            ("south", "cell-s2")
-        );
+        assert_eq!((p.zone, p.access_point), ("south", "cell-s2"));
         assert!(d.place(&ue("u", "10.0.0.1", Some("elsewhere"))).is_none());
         assert!(d.place(&ue("u", "10.0.0.1", None)).is_none());
         let c = Counts::of(
@@ -1831,7 +1860,7 @@ mod tests {
                 .chain(now.clone())
                 .collect();
             let table = UeTable::new(&d, before.clone());
-            let changed = Changed { base: &table, id: &id, was: table.get(&id), now: now.as_ref() };
+            let changed = Changed::new(&table, &d, id.clone(), table.get(&id), now.as_ref());
             let subject = now.clone().unwrap_or_else(|| before[mover].clone());
             let subs = [
                 (Kind::UserLocationEvent, json!({"subscriptionType": "UserLocationEventSubscription", "address": format!("acr:10.0.0.{mover}")})),
