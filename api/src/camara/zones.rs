@@ -1,7 +1,7 @@
 //! The deployed zones and pins of CAMARA apps ([`App::zones`], [`App::pins`]), derived from
 //! their app instances (`camarainstances/`) by a level-triggered controller: the handlers
 //! write only the records, and this writes each app's zones and pins as the union of its
-//! records' ([`super::lifecycle::zones_of`]). A crash between the two loses nothing: at
+//! records' (`lifecycle::zones_of`). A crash between the two loses nothing: at
 //! start the controller compares every CAMARA app with its records again.
 //!
 //! Watches: `camarainstances/`. Writes: `apps/<id>` (zones and pins only, guarded by the

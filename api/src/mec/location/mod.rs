@@ -8,7 +8,7 @@
 //! the developer (the subscriber's consent); zone and access-point user counts are
 //! aggregates of every UE. A subscription is its tenant's: others get 404.
 //!
-//! Notifications are queued when the UE table changes ([`ue_changed`]); periodic reports by
+//! Notifications of UE moves come from the UE engine ([`crate::engine::ue`]); periodic reports by
 //! [`Reporter`]. Not offered: websocket delivery (refused with 400 unless a callback is also
 //! given), `reportingCtrl.minimumInterval` and `maximumFrequency` (accepted, not enforced;
 //! `maximumCount` is), and zone-status notifications on access points' operation status.
