@@ -240,6 +240,53 @@ pub fn ctl(server: &str) -> Command {
     cmd
 }
 
+/// Opens developer account `id` (app provider `provider`) with `mecfed ctl developers
+/// create` (after [`authorize`]) and returns an access token of the developer's own, from
+/// the token endpoint with the client id and secret `ctl` printed.
+pub async fn developer(server: &str, id: &str, provider: &str) -> Result<String> {
+    let out = ctl(server)
+        .args(["-o", "json", "developers", "create", id])
+        .args(["--app-provider", provider])
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "ctl developers create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let account: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let resp = reqwest::Client::new()
+        .post(format!("{server}/oauth2/token"))
+        .basic_auth(
+            account["clientId"].as_str().context("no clientId")?,
+            account["clientSecret"].as_str(),
+        )
+        .form(&[("grant_type", "client_credentials")])
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("token endpoint: {}", resp.status());
+    }
+    let body: serde_json::Value = resp.json().await?;
+    Ok(body["access_token"]
+        .as_str()
+        .context("no access_token")?
+        .to_string())
+}
+
+/// A join token from `mecfed ctl join-token create` (after [`authorize`]).
+pub fn join_token(server: &str) -> Result<String> {
+    let out = ctl(server).args(["join-token", "create"]).output()?;
+    if !out.status.success() {
+        bail!(
+            "ctl join-token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
 /// GET `url` (with the operator's token where [`authorize`] got one for its server);
 /// returns status and body.
 pub async fn get(url: &str) -> Result<(u16, String)> {

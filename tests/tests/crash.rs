@@ -149,38 +149,12 @@ async fn every_acknowledged_move_is_told_across_thirty_kills() {
         .await
         .unwrap();
     let operator = mecfed_e2e::authorize(&server, &data).await.unwrap();
-    let out = mecfed_e2e::ctl(&server)
-        .args(["-o", "json", "developers", "create", "studio"])
-        .args(["--app-provider", "StudioGames"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let account: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let out = mecfed_e2e::ctl(&server)
-        .args(["join-token", "create"])
-        .output()
-        .unwrap();
-    let join = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let _north = agent(api, &join, "north-1", "north", "cell-n", dir.path());
-    let _south = agent(api, &join, "south-1", "south", "cell-s", dir.path());
-    let resp = reqwest::Client::new()
-        .post(format!("{server}/oauth2/token"))
-        .basic_auth(
-            account["clientId"].as_str().unwrap(),
-            account["clientSecret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
+    let dev = mecfed_e2e::developer(&server, "studio", "StudioGames")
         .await
         .unwrap();
-    let dev = resp.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let join = mecfed_e2e::join_token(&server).unwrap();
+    let _north = agent(api, &join, "north-1", "north", "cell-n", dir.path());
+    let _south = agent(api, &join, "south-1", "south", "cell-s", dir.path());
     let deadline = Instant::now() + START;
     loop {
         let (_, z) = call(

@@ -71,40 +71,12 @@ async fn a_developer_onboards_arena_and_ues_discover_the_zone_of_their_instance(
     let operator = mecfed_e2e::authorize(&server, &data).await.unwrap();
 
     // The operator opens an account for the studio and two sites join.
-    let out = mecfed_e2e::ctl(&server)
-        .args(["-o", "json", "developers", "create", "studio"])
-        .args(["--app-provider", "StudioGames"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let account: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let out = mecfed_e2e::ctl(&server)
-        .args(["join-token", "create"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let join = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let _cork = agent(api, &join, "cork-1", "cork", (51.9, -8.47), dir.path());
-    let _dub = agent(api, &join, "dub-1", "dublin", (53.35, -6.26), dir.path());
-
-    // The developer's own token, from the token endpoint.
-    let resp = reqwest::Client::new()
-        .post(format!("{server}/oauth2/token"))
-        .basic_auth(
-            account["clientId"].as_str().unwrap(),
-            account["clientSecret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
+    let dev = mecfed_e2e::developer(&server, "studio", "StudioGames")
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200);
-    let token: Value = resp.json().await.unwrap();
-    let dev = token["access_token"].as_str().unwrap().to_string();
+    let join = mecfed_e2e::join_token(&server).unwrap();
+    let _cork = agent(api, &join, "cork-1", "cork", (51.9, -8.47), dir.path());
+    let _dub = agent(api, &join, "dub-1", "dublin", (53.35, -6.26), dir.path());
 
     // Both zones must be up before the deployment names them.
     let deadline = Instant::now() + START;

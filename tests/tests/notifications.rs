@@ -106,36 +106,12 @@ async fn location_notifications_reach_the_callback_in_order_across_a_restart() {
         .await
         .unwrap();
     let operator = mecfed_e2e::authorize(&server, &data).await.unwrap();
-    let out = mecfed_e2e::ctl(&server)
-        .args(["-o", "json", "developers", "create", "studio"])
-        .args(["--app-provider", "StudioGames"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let account: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let out = mecfed_e2e::ctl(&server)
-        .args(["join-token", "create"])
-        .output()
-        .unwrap();
-    let join = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let _cork = agent(api, &join, "cork-1", "cork", "cell-c", dir.path());
-    let _dub = agent(api, &join, "dub-1", "dublin", "cell-d", dir.path());
-    let resp = reqwest::Client::new()
-        .post(format!("{server}/oauth2/token"))
-        .basic_auth(
-            account["clientId"].as_str().unwrap(),
-            account["clientSecret"].as_str(),
-        )
-        .form(&[("grant_type", "client_credentials")])
-        .send()
+    let dev = mecfed_e2e::developer(&server, "studio", "StudioGames")
         .await
         .unwrap();
-    let token: Value = resp.json().await.unwrap();
-    let dev = token["access_token"].as_str().unwrap().to_string();
+    let join = mecfed_e2e::join_token(&server).unwrap();
+    let _cork = agent(api, &join, "cork-1", "cork", "cell-c", dir.path());
+    let _dub = agent(api, &join, "dub-1", "dublin", "cell-d", dir.path());
 
     // Both zones are known to the location service once the sites joined.
     let deadline = Instant::now() + START;
