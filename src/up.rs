@@ -105,12 +105,9 @@ pub(crate) async fn run(config: UpConfig) -> anyhow::Result<()> {
     )
     .context("building the notification client")?
     .with_metrics(NotifyMetrics::register(&registry)?);
-    mecfed_api::reserve_identities(&api_state.store)
+    mecfed_api::reserve_existing(&api_state.store)
         .await
-        .context("reserving the identities of stored UEs")?;
-    mecfed_api::camara::eam::reserve_names(&api_state.store)
-        .await
-        .context("reserving the names of stored CAMARA apps")?;
+        .context("reserving the identities and names that stored records hold")?;
     let engine_metrics = mecfed_api::engine::EngineMetrics::register(&registry)?;
     let ue_events = mecfed_api::engine::ue::UeEvents::new(api_state.store.clone())
         .with_metrics(engine_metrics.clone());

@@ -46,7 +46,6 @@ pub use error::ApiError;
 pub use health::Health;
 pub use metrics::HttpMetrics;
 pub use problem::ProblemDetails;
-pub use ues::reserve_identities;
 
 /// Largest request body accepted (413 above it).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -518,6 +517,26 @@ async fn camara_correlator(req: Request, next: Next) -> Response {
     } else {
         next.run(req).await
     }
+}
+
+/// The key recording that the records stored before reservations existed have been
+/// reserved, so that a start does it once per store, not on every start.
+const RESERVED_MARK: &str = "/mecfed/v1/migrations/reservations";
+
+/// Reserves what records written before reservations existed hold (UE identities, CAMARA
+/// app names, zones and deployment names), once per store: later writers reserve in their
+/// own transactions. Idempotent; a start interrupted half-way does it again.
+pub async fn reserve_existing<S: Store>(store: &Typed<S>) -> Result<(), ApiError> {
+    if store.store().get(RESERVED_MARK.as_bytes()).await?.is_some() {
+        return Ok(());
+    }
+    ues::reserve_identities(store).await?;
+    camara::eam::reserve_names(store).await?;
+    store
+        .store()
+        .put(RESERVED_MARK.as_bytes(), b"1", None)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

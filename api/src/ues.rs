@@ -173,7 +173,7 @@ pub(crate) async fn delete_ue<S: Store>(
 
 /// Reserves the identities of UEs stored before identities were reserved (at start-up):
 /// the first UE to hold an identity keeps it; a later duplicate is logged.
-pub async fn reserve_identities<S: Store>(
+pub(crate) async fn reserve_identities<S: Store>(
     store: &mecfed_store::typed::Typed<S>,
 ) -> Result<(), ApiError> {
     let (all, _) = store.list::<Ue>().await?;

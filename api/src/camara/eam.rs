@@ -820,7 +820,7 @@ fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
 
 /// Reserves what CAMARA records stored before reservations existed hold (at start-up): app
 /// names and versions, app instances' zones, deployment names. The first holder keeps each.
-pub async fn reserve_names<S: Store>(store: &Typed<S>) -> Result<(), ApiError> {
+pub(crate) async fn reserve_names<S: Store>(store: &Typed<S>) -> Result<(), ApiError> {
     let (all, _) = store.list::<CamaraApp>().await?;
     for c in all {
         let m = &c.value.manifest;
