@@ -16,13 +16,12 @@ use std::{
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use mecfed_api::notify::{
-    self, Enqueued, Notification, Notifier, NotifierConfig, NotifyMetrics, Subscription,
-    queue::Backoff,
+    self, Enqueued, Notifier, NotifierConfig, NotifyMetrics, Subscription, queue::Backoff,
 };
 use mecfed_store::{EmbeddedStore, typed::Typed};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use support::{INST, instance_token, world};
+use support::{INST, instance_token, outbox, world};
 
 const APP: &str = "/mec_app_support/v1";
 const SVC: &str = "/mec_service_mgmt/v1";
@@ -120,17 +119,6 @@ fn subscription(id: &str, callback: &str) -> Subscription {
         created_at: 0,
         delivery: Default::default(),
     }
-}
-
-async fn outbox(store: &EmbeddedStore) -> Vec<Notification> {
-    Typed::new(store.clone())
-        .list::<Notification>()
-        .await
-        .unwrap()
-        .0
-        .into_iter()
-        .map(|v| v.value)
-        .collect()
 }
 
 fn metric(registry: &prometheus::Registry, name: &str) -> f64 {

@@ -7,14 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use mecfed_api::{
-    engine::ue::UeEvents,
-    notify::{Notification, Subscription},
-};
+use mecfed_api::{engine::ue::UeEvents, notify::Subscription};
 use mecfed_core::{AccessKind, GeoPoint, OperatorId, Resources, Site, SiteId, Ue, ZoneId};
 use mecfed_store::{EmbeddedStore, typed::Typed};
 use serde_json::{Value, json};
-use support::{Api, api};
+use support::{Api, api, outbox};
 
 async fn put_site(api: &Api, id: &str, zone: &str, aps: &[&str]) {
     let mut s = Site::new(
@@ -42,17 +39,6 @@ async fn put_ue(api: &Api, body: Value) -> u16 {
     api.request("PUT", &format!("/mecfed/v1/ues/{id}"), Some(body))
         .await
         .0
-}
-
-async fn outbox(store: &EmbeddedStore) -> Vec<Notification> {
-    Typed::new(store.clone())
-        .list::<Notification>()
-        .await
-        .unwrap()
-        .0
-        .into_iter()
-        .map(|v| v.value)
-        .collect()
 }
 
 /// `n` zone subscriptions of alpha's on zone `south`, each with its own callback path.

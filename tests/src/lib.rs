@@ -275,6 +275,57 @@ pub async fn developer(server: &str, id: &str, provider: &str) -> Result<String>
         .to_string())
 }
 
+/// `mecfed up` on the embedded store in `data`, serving on loopback ports `api` and
+/// `admin`; not spawned yet, so that a caller may add to it.
+pub fn up_command(api: u16, admin: u16, data: &Path) -> Command {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.arg("up")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", &format!("127.0.0.1:{api}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
+    cmd
+}
+
+/// `mecfed agent` for site `site` of zone `zone` with one NR cell `cell` (PLMN 272-01),
+/// joining the platform on loopback port `api` with `token`, its data in `dir/<site>`; not
+/// spawned yet.
+pub fn cell_agent_command(
+    api: u16,
+    token: &str,
+    site: &str,
+    zone: &str,
+    cell: &str,
+    dir: &Path,
+) -> Command {
+    let mut cmd = Command::new(mecfed_bin());
+    cmd.arg("agent")
+        .args([
+            "--site-id",
+            site,
+            "--operator",
+            "op-a",
+            "--region",
+            "ireland",
+        ])
+        .args(["--zone", zone, "--lat", "52.0", "--lon", "-8.0"])
+        .args(["--capacity", "cpu=1000m,memory=1Gi,sessions=10"])
+        .args([
+            "--access-kinds",
+            "nr5g",
+            "--access-points",
+            cell,
+            "--plmn",
+            "272-01",
+        ])
+        .args(["--controller", &format!("http://127.0.0.1:{api}")])
+        .args(["--join-token", token])
+        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.join(site));
+    cmd
+}
+
 /// A join token from `mecfed ctl join-token create` (after [`authorize`]).
 pub fn join_token(server: &str) -> Result<String> {
     let out = ctl(server).args(["join-token", "create"]).output()?;

@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU32, Ordering},
@@ -15,7 +14,7 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-use mecfed_e2e::{Proc, call, free_port, mecfed_bin, wait_for_status};
+use mecfed_e2e::{Proc, call, free_port, wait_for_status};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -26,43 +25,14 @@ const PHONES: usize = 4;
 const TOLD_WITHIN: Duration = Duration::from_secs(60);
 
 fn up(api: u16, admin: u16, data: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(mecfed_bin());
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{api}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .env("MECFED_LOG", "warn");
+    let mut cmd = mecfed_e2e::up_command(api, admin, data);
+    cmd.env("MECFED_LOG", "warn");
     Proc::spawn("mecfed up", &mut cmd).unwrap()
 }
 
 fn agent(api: u16, token: &str, site: &str, zone: &str, cell: &str, dir: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(mecfed_bin());
-    cmd.arg("agent")
-        .args([
-            "--site-id",
-            site,
-            "--operator",
-            "op-a",
-            "--region",
-            "ireland",
-        ])
-        .args(["--zone", zone, "--lat", "52.0", "--lon", "-8.0"])
-        .args(["--capacity", "cpu=1000m,memory=1Gi,sessions=10"])
-        .args([
-            "--access-kinds",
-            "nr5g",
-            "--access-points",
-            cell,
-            "--plmn",
-            "272-01",
-        ])
-        .args(["--controller", &format!("http://127.0.0.1:{api}")])
-        .args(["--join-token", token])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data-dir")
-        .arg(dir.join(site))
-        .env("MECFED_LOG", "warn");
+    let mut cmd = mecfed_e2e::cell_agent_command(api, token, site, zone, cell, dir);
+    cmd.env("MECFED_LOG", "warn");
     Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
 }
 

@@ -4,7 +4,6 @@
 //! platform's restart while the callback was refusing.
 
 use std::{
-    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -13,7 +12,7 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-use mecfed_e2e::{Proc, call, free_port, mecfed_bin, wait_for_status};
+use mecfed_e2e::{Proc, call, free_port, wait_for_status};
 use serde_json::{Value, json};
 
 const START: Duration = Duration::from_secs(90);
@@ -33,41 +32,12 @@ async fn receive(State(c): State<Callback>, Json(body): Json<Value>) -> StatusCo
 }
 
 fn up(api: u16, admin: u16, data: &std::path::Path) -> Proc {
-    let mut cmd = Command::new(mecfed_bin());
-    cmd.arg("up")
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--listen", &format!("127.0.0.1:{api}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
+    let mut cmd = mecfed_e2e::up_command(api, admin, data);
     Proc::spawn("mecfed up", &mut cmd).unwrap()
 }
 
-fn agent(
-    api: u16,
-    token: &str,
-    site: &str,
-    zone: &str,
-    cell: &str,
-    data: &std::path::Path,
-) -> Proc {
-    let mut cmd = Command::new(mecfed_bin());
-    cmd.arg("agent")
-        .args([
-            "--site-id",
-            site,
-            "--operator",
-            "op-a",
-            "--region",
-            "ireland",
-        ])
-        .args(["--zone", zone, "--lat", "52.0", "--lon", "-8.0"])
-        .args(["--capacity", "cpu=1000m,memory=1Gi,sessions=10"])
-        .args(["--access-kinds", "nr5g", "--access-points", cell])
-        .args(["--controller", &format!("http://127.0.0.1:{api}")])
-        .args(["--join-token", token])
-        .args(["--admin-listen", &format!("127.0.0.1:{}", free_port())])
-        .arg("--data-dir")
-        .arg(data.join(site));
+fn agent(api: u16, token: &str, site: &str, zone: &str, cell: &str, dir: &std::path::Path) -> Proc {
+    let mut cmd = mecfed_e2e::cell_agent_command(api, token, site, zone, cell, dir);
     Proc::spawn(&format!("agent {site}"), &mut cmd).unwrap()
 }
 

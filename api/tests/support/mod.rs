@@ -14,6 +14,18 @@ use mecfed_store::{EmbeddedStore, typed::Typed};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
+/// Every notification in `store`'s outbox, in outbox order.
+pub async fn outbox(store: &EmbeddedStore) -> Vec<mecfed_api::notify::Notification> {
+    Typed::new(store.clone())
+        .list::<mecfed_api::notify::Notification>()
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|v| v.value)
+        .collect()
+}
+
 pub struct Api {
     pub app: Router,
     pub store: EmbeddedStore,
